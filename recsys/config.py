@@ -1,0 +1,262 @@
+"""Typed, validated project configuration loaded from ``configs/*.yaml``.
+
+Every stage reads its settings from one :class:`ProjectConfig`. Paths in the YAML may use
+``${VAR}`` / ``${VAR:-default}`` environment expansion; relative data paths are resolved against
+``RECSYS_DATA_DIR`` (default ``../shared/data/hm`` relative to the project root).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hm"
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or fails validation."""
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InteractionColumns(StrictModel):
+    """Maps the columns of an interaction log onto the canonical names."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    timestamp: str = "timestamp"
+    weight: str | None = None
+    rating: str | None = None
+    price: str | None = None
+    channel: str | None = None
+
+
+class InteractionSource(StrictModel):
+    """An interaction log (purchases, clicks or explicit ratings)."""
+
+    path: str
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    columns: InteractionColumns = InteractionColumns()
+    timestamp_format: str | None = Field(
+        default=None, description="strftime format for string timestamps; None parses ISO dates/times"
+    )
+    timestamp_unit: Literal["s", "ms"] | None = Field(
+        default=None, description="set when the timestamp column holds integer epoch times"
+    )
+    rating_threshold: float | None = Field(
+        default=None, description="explicit ratings >= threshold become positives; the rest are dropped and reported"
+    )
+
+
+class ItemColumns(StrictModel):
+    """Maps catalogue columns onto canonical names; ``categorical`` lists metadata used as features."""
+
+    item_id: str = "item_id"
+    name: str | None = None
+    categorical: list[str] = []
+    text: list[str] = []
+
+
+class ItemSource(StrictModel):
+    """The item catalogue, optionally with product images."""
+
+    path: str
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    columns: ItemColumns = ItemColumns()
+    image_dir: str | None = None
+    image_template: str = Field(
+        default="{item_id}.jpg",
+        description="path of an item's image below image_dir; supports {item_id} and slices like {item_id[:3]}",
+    )
+
+
+class UserSource(StrictModel):
+    """Optional customer attributes."""
+
+    path: str
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    user_id: str = "user_id"
+    categorical: list[str] = []
+    numeric: list[str] = []
+
+
+class ValidationPolicy(StrictModel):
+    """What to do with bad rows: fail loudly, or drop them and report exactly what was dropped."""
+
+    on_error: Literal["fail", "drop"] = "fail"
+    unknown_items: Literal["fail", "drop", "keep"] = Field(
+        default="fail", description="interactions whose item is not in the catalogue"
+    )
+    check_images: Literal["none", "exists", "decode"] = "exists"
+    max_examples: int = Field(default=5, ge=1, le=100)
+
+
+class DataConfig(StrictModel):
+    """Where the data lives and how to read it."""
+
+    data_dir: str = Field(default="${RECSYS_DATA_DIR:-" + str(DEFAULT_DATA_DIR) + "}")
+    interactions: InteractionSource
+    items: ItemSource
+    users: UserSource | None = None
+    validation: ValidationPolicy = ValidationPolicy()
+
+    def resolve(self, path: str | None) -> Path | None:
+        """Resolve a data path: absolute stays, relative is taken below ``data_dir``."""
+        if path is None:
+            return None
+        p = Path(expand_env(path))
+        return p if p.is_absolute() else Path(expand_env(self.data_dir)) / p
+
+
+class SplitConfig(StrictModel):
+    """Time-based split. ``global``: one cutoff for everybody; ``per_user``: each user's last days."""
+
+    mode: Literal["global", "per_user"] = "global"
+    test_start: dt.date | None = Field(default=None, description="first test day; None = the last test_days of the log")
+    test_days: int = Field(default=1, ge=1)
+    validation_days: int = Field(default=1, ge=0)
+    warm_users_only: bool = True
+
+
+class EvaluationConfig(StrictModel):
+    """Metric settings shared by every evaluation (CLI, training run, notebooks)."""
+
+    k: int = Field(default=12, ge=1)
+    recall_ks: list[int] = [12, 100]
+    bootstrap_samples: int = Field(default=1000, ge=10)
+    seed: int = 0
+
+
+class PopularityConfig(StrictModel):
+    window_days: int = Field(default=2, ge=1)
+
+
+class ALSConfig(StrictModel):
+    factors: int = Field(default=128, ge=1)
+    iterations: int = Field(default=15, ge=1)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=1.0, gt=0)
+    weighting: Literal["none", "bm25", "tfidf"] = "bm25"
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+    seed: int = 0
+
+
+class BPRConfig(StrictModel):
+    factors: int = Field(default=128, ge=1)
+    iterations: int = Field(default=100, ge=1)
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    seed: int = 0
+
+
+class ItemKNNConfig(StrictModel):
+    neighbours: int = Field(default=100, ge=1)
+    similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"
+
+
+class ModelsConfig(StrictModel):
+    popularity: PopularityConfig = PopularityConfig()
+    als: ALSConfig = ALSConfig()
+    bpr: BPRConfig = BPRConfig()
+    itemknn: ItemKNNConfig = ItemKNNConfig()
+
+
+class ProjectConfig(StrictModel):
+    """The whole configuration of one project (one data set, one set of model settings)."""
+
+    name: str
+    work_dir: str = Field(default="artifacts", description="where runs, caches and bundles are written")
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    models: ModelsConfig = ModelsConfig()
+    # Sections owned by later stages (content, two_tower, ranker, serving) are parsed by their
+    # own modules from here, so this file does not grow with every stage.
+    extras: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError("name must contain only letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _recall_ks_positive(self) -> "ProjectConfig":
+        if any(k <= 0 for k in self.evaluation.recall_ks):
+            raise ValueError("evaluation.recall_ks must be positive")
+        return self
+
+    @property
+    def work_path(self) -> Path:
+        p = Path(expand_env(self.work_dir))
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set and has no default (in {text!r})")
+
+    return _ENV_PATTERN.sub(replace, text)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ProjectConfig:
+    """Load and validate a YAML config.
+
+    Args:
+        path: the YAML file.
+        overrides: nested keys merged over the file's content (used by tests and notebooks).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or a field is invalid (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    try:
+        return ProjectConfig.model_validate(raw)
+    except Exception as exc:  # pydantic.ValidationError: re-raise with the file name
+        raise ConfigError(f"{path}: invalid config:\n{exc}") from exc
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``update`` merged in recursively (``update`` wins)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

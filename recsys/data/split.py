@@ -1,0 +1,110 @@
+"""Time-based train / validation / test windows without leakage.
+
+``global`` mode: one cutoff for everybody. The test window is ``[test_start, test_start +
+test_days)``, validation the ``validation_days`` before it, training everything earlier.
+``per_user`` mode: each user's own last ``test_days`` days of activity are their test window,
+the ``validation_days`` before that their validation window.
+
+Anything fitted for evaluation on the test window must only see :attr:`TimeSplit.history`
+(train + validation); anything tuned on validation must only see :attr:`TimeSplit.train`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from recsys.config import SplitConfig
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """The three windows, plus the boundaries that produced them (None in per-user mode)."""
+
+    train: pl.DataFrame
+    validation: pl.DataFrame
+    test: pl.DataFrame
+    validation_start: dt.datetime | None
+    test_start: dt.datetime | None
+    test_end: dt.datetime | None
+
+    @property
+    def history(self) -> pl.DataFrame:
+        """Everything before the test window: what a model evaluated on test may be fitted on."""
+        return pl.concat([self.train, self.validation], how="vertical").sort("timestamp", maintain_order=True)
+
+    def describe(self) -> str:
+        def span(f: pl.DataFrame) -> str:
+            if f.is_empty():
+                return "empty"
+            return f"{f['timestamp'].min():%Y-%m-%d}..{f['timestamp'].max():%Y-%m-%d}, {f.height:,} rows, {f['user_id'].n_unique():,} users"
+
+        return f"train {span(self.train)} | validation {span(self.validation)} | test {span(self.test)}"
+
+
+def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
+    """Split canonical interactions by time.
+
+    Args:
+        interactions: canonical interactions (``timestamp`` column).
+        config: the split settings.
+
+    Returns:
+        The three windows.
+
+    Raises:
+        ValueError: the log is empty or the test start lies outside it.
+    """
+    if interactions.is_empty():
+        raise ValueError("cannot split an empty interaction log")
+    if config.mode == "per_user":
+        return _split_per_user(interactions, config)
+    last = interactions["timestamp"].max()
+    first = interactions["timestamp"].min()
+    assert isinstance(last, dt.datetime) and isinstance(first, dt.datetime)
+    if config.test_start is not None:
+        test_start = dt.datetime.combine(config.test_start, dt.time())
+    else:
+        test_start = dt.datetime.combine(last.date(), dt.time()) - dt.timedelta(days=config.test_days - 1)
+    if not first < test_start <= last:
+        raise ValueError(f"test_start {test_start:%Y-%m-%d} is outside the log's span {first:%Y-%m-%d}..{last:%Y-%m-%d}")
+    test_end = test_start + dt.timedelta(days=config.test_days)
+    validation_start = test_start - dt.timedelta(days=config.validation_days)
+    ts = pl.col("timestamp")
+    return TimeSplit(
+        train=interactions.filter(ts < validation_start),
+        validation=interactions.filter((ts >= validation_start) & (ts < test_start)),
+        test=interactions.filter((ts >= test_start) & (ts < test_end)),
+        validation_start=validation_start,
+        test_start=test_start,
+        test_end=test_end,
+    )
+
+
+def _split_per_user(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
+    day = pl.col("timestamp").dt.truncate("1d")
+    last_day = day.max().over("user_id")
+    test_from = last_day - pl.duration(days=config.test_days - 1)
+    val_from = test_from - pl.duration(days=config.validation_days)
+    tagged = interactions.with_columns(
+        pl.when(day >= test_from).then(pl.lit(2)).when(day >= val_from).then(pl.lit(1)).otherwise(pl.lit(0)).alias("_w")
+    )
+    # A user whose whole history falls in the test window has nothing to learn from: train only.
+    only_test = tagged.group_by("user_id").agg((pl.col("_w") == 2).all().alias("_only"))
+    tagged = tagged.join(only_test, on="user_id").with_columns(pl.when(pl.col("_only")).then(0).otherwise(pl.col("_w")).alias("_w"))
+    part = {w: tagged.filter(pl.col("_w") == w).drop("_w", "_only") for w in (0, 1, 2)}
+    return TimeSplit(part[0], part[1], part[2], None, None, None)
+
+
+def ground_truth(test: pl.DataFrame, users: list[str] | None = None) -> dict[str, list[str]]:
+    """Distinct items each user interacted with in a window (first occurrence order).
+
+    Args:
+        test: interactions of the test window.
+        users: restrict to these users (e.g. warm users); None keeps everybody.
+    """
+    frame = test if users is None else test.filter(pl.col("user_id").is_in(pl.Series(users).implode()))
+    grouped = frame.group_by("user_id", maintain_order=True).agg(pl.col("item_id").unique(maintain_order=True))
+    return dict(zip(grouped["user_id"].to_list(), grouped["item_id"].to_list()))

@@ -1,0 +1,1 @@
+"""Ranking metrics, bootstrap intervals and the evaluation protocol."""

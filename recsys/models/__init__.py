@@ -1,0 +1,51 @@
+"""Recommenders, all on the :class:`~recsys.models.base.Recommender` interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recsys.config import ProjectConfig
+from recsys.models.base import Recommendations, Recommender, ScoringRecommender
+from recsys.models.history import HistoryRecommender
+from recsys.models.implicit_models import ALSRecommender, BPRRecommender, ItemKNNRecommender
+from recsys.models.popularity import PopularityRecommender
+
+MODEL_FACTORIES: dict[str, Callable[[ProjectConfig], Recommender]] = {
+    "popularity": lambda c: PopularityRecommender(c.models.popularity.window_days),
+    "history": lambda c: HistoryRecommender(c.models.popularity.window_days),
+    "als": lambda c: ALSRecommender(c.models.als),
+    "bpr": lambda c: BPRRecommender(c.models.bpr),
+    "itemknn": lambda c: ItemKNNRecommender(c.models.itemknn),
+}
+
+MODEL_CLASSES: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (PopularityRecommender, HistoryRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender)
+}
+
+
+def build_model(name: str, config: ProjectConfig) -> Recommender:
+    """A new, unfitted model by registry name.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+    """
+    if name not in MODEL_FACTORIES:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODEL_FACTORIES))}")
+    return MODEL_FACTORIES[name](config)
+
+
+def register_model(name: str, factory: Callable[[ProjectConfig], Recommender], cls: type[Recommender]) -> None:
+    """Make a model available to the CLI, training run and notebooks by name."""
+    MODEL_FACTORIES[name] = factory
+    MODEL_CLASSES[cls.name] = cls
+
+
+__all__ = [
+    "MODEL_CLASSES",
+    "MODEL_FACTORIES",
+    "Recommendations",
+    "Recommender",
+    "ScoringRecommender",
+    "build_model",
+    "register_model",
+]

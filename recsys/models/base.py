@@ -1,0 +1,194 @@
+"""The one small interface every recommender in the project honours.
+
+``fit`` on :class:`~recsys.data.TrainingData`, ``recommend`` top-k for a batch of users (string
+ids in, string ids out), ``save`` / ``load`` a directory without pickle (JSON + ``.npz`` with
+``allow_pickle=False``). Unknown users are normal: a model returns what it can for them
+(often a popularity fallback), never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.interactions import IdIndex, TrainingData
+from recsys.data.stats import item_counts, popularity_scores
+from recsys.evaluation.metrics import top_k_indices
+from recsys.models.serialization import csr_from_arrays, csr_to_arrays, index_from_arrays, index_to_arrays
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Recommendations:
+    """Ranked items per user, best first.
+
+    Attributes:
+        user_ids: the users asked about, in the order asked.
+        item_ids: one ranked list of item ids per user (may be shorter than k, possibly empty).
+        scores: the model's score for each listed item (higher is better).
+    """
+
+    user_ids: list[str]
+    item_ids: list[list[str]]
+    scores: list[list[float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return dict(zip(self.user_ids, self.item_ids))
+
+
+class Recommender(ABC):
+    """Base class: subclasses implement ``fit``, ``recommend``, ``_state`` and ``_from_state``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def fit(self, data: TrainingData) -> Self:
+        """Learn from the training window. Returns self."""
+
+    @abstractmethod
+    def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False) -> Recommendations:
+        """Top-k items for each user.
+
+        Args:
+            user_ids: external user ids; unknown users get a fallback list, not an error.
+            k: list length (positive).
+            exclude_seen: drop items the user interacted with in training.
+        """
+
+    @abstractmethod
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able params, named numpy arrays) that fully describe the fitted model."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        """Rebuild a fitted model from what :meth:`_state` returned."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` + ``arrays.npz`` atomically (temp dir, then rename).
+
+        Returns:
+            The directory written.
+        """
+        params, arrays = self._state()
+        meta = {"format_version": FORMAT_VERSION, "class": self.name, "params": params}
+        return write_atomic_dir(Path(directory), meta, arrays)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Load a model saved by :meth:`save`.
+
+        Raises:
+            ValueError: the directory holds another model class or an unknown format version.
+        """
+        directory = Path(directory)
+        meta = json.loads((directory / "model.json").read_text())
+        if meta.get("class") != cls.name:
+            raise ValueError(f"{directory} holds a {meta.get('class')!r} model, not {cls.name!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported format_version {meta.get('format_version')}")
+        with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return cls._from_state(meta["params"], arrays)
+
+
+def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write a model directory so readers see either the old complete one or the new complete one."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        np.savez(tmp / "arrays.npz", **arrays)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+class ScoringRecommender(Recommender):
+    """A recommender that scores every item for a user; top-k, seen-filtering and fallback are shared.
+
+    Subclasses implement :meth:`score_users` for known users and set ``user_index``,
+    ``item_index``, ``seen`` (CSR users x items) and ``fallback_scores`` (item popularity).
+    """
+
+    user_index: IdIndex
+    item_index: IdIndex
+    fallback_scores: np.ndarray
+
+    @abstractmethod
+    def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """(len(user_rows), n_items) scores for known users (rows of ``user_index``)."""
+
+    def seen_rows(self, user_rows: np.ndarray) -> list[np.ndarray]:
+        """Item rows each user interacted with in training (for exclude_seen)."""
+        seen = self.seen
+        return [seen.indices[seen.indptr[r] : seen.indptr[r + 1]] for r in user_rows]
+
+    def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> Recommendations:
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        rows = self.user_index.lookup(list(user_ids))
+        out_items: list[list[str]] = [[] for _ in user_ids]
+        out_scores: list[list[float]] = [[] for _ in user_ids]
+        known = np.flatnonzero(rows >= 0)
+        for start in range(0, len(known), batch_size):
+            pos = known[start : start + batch_size]
+            scores = np.array(self.score_users(rows[pos]), dtype=np.float32)
+            if exclude_seen:
+                for j, items in enumerate(self.seen_rows(rows[pos])):
+                    scores[j, items] = -np.inf
+            top = top_k_indices(scores, k)
+            for j, p in enumerate(pos):
+                keep = top[j][np.isfinite(scores[j, top[j]])]
+                out_items[p] = self.item_index.ids[keep].tolist()
+                out_scores[p] = scores[j, keep].tolist()
+        unknown = np.flatnonzero(rows < 0)
+        if len(unknown):
+            top = top_k_indices(self.fallback_scores, k)
+            for p in unknown:
+                out_items[p] = self.item_index.ids[top].tolist()
+                out_scores[p] = self.fallback_scores[top].tolist()
+        return Recommendations(list(user_ids), out_items, out_scores)
+
+    # Shared state of every ScoringRecommender, so subclasses only store what is their own.
+    seen: sp.csr_matrix
+
+    def _fit_common(self, data: TrainingData, fallback_days: int = 2) -> None:
+        """Set indexes, the seen matrix and a recent-popularity fallback from training data."""
+        self.user_index, self.item_index = data.user_index, data.item_index
+        self.seen = data.user_items
+        recent = item_counts(data.interactions, data.item_index, data.as_of, fallback_days)
+        self.fallback_scores = popularity_scores(recent, tie_breaker=item_counts(data.interactions, data.item_index))
+
+    def _common_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **index_to_arrays("user", self.user_index),
+            **index_to_arrays("item", self.item_index),
+            **csr_to_arrays("seen", self.seen),
+            "fallback_scores": self.fallback_scores,
+        }
+
+    def _load_common(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_index = index_from_arrays("user", arrays)
+        self.item_index = index_from_arrays("item", arrays)
+        self.seen = csr_from_arrays("seen", arrays)
+        self.fallback_scores = arrays["fallback_scores"]

@@ -1,0 +1,196 @@
+"""Collaborative-filtering baselines backed by the ``implicit`` library: ALS, BPR and item-kNN."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Self
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns and slows down with threaded BLAS
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.als import AlternatingLeastSquares
+from implicit.bpr import BayesianPersonalizedRanking
+from implicit.nearest_neighbours import CosineRecommender, bm25_weight, tfidf_weight
+
+from recsys.config import ALSConfig, BPRConfig, ItemKNNConfig
+from recsys.data.interactions import TrainingData
+from recsys.models.base import ScoringRecommender
+from recsys.models.serialization import csr_from_arrays, csr_to_arrays
+
+
+def active_items(user_items: sp.csr_matrix) -> np.ndarray:
+    """Columns (items) with at least one interaction."""
+    return np.flatnonzero(np.diff(user_items.tocsc().indptr))
+
+
+def fit_on_active_items(model: Any, user_items: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Fit an implicit factor model on interacted items only; never-bought items get zero vectors.
+
+    Catalogue items without interactions carry no signal, and implicit's few conjugate-gradient
+    steps would leave their random initial vectors half-shrunk, polluting every user's scores.
+
+    Returns:
+        (user_factors, item_factors) as float32, item rows aligned with ``user_items`` columns.
+    """
+    active = active_items(user_items)
+    model.fit(user_items[:, active].tocsr(), show_progress=False)
+    users = np.asarray(model.user_factors, dtype=np.float32)
+    sub = np.asarray(model.item_factors, dtype=np.float32)
+    items = np.zeros((user_items.shape[1], sub.shape[1]), dtype=np.float32)
+    items[active] = sub
+    return users, items
+
+
+def confidence_weighting(user_items: sp.csr_matrix, scheme: str, k1: float = 100.0, b: float = 0.8) -> sp.csr_matrix:
+    """Re-weight interaction counts (``none``, ``bm25`` or ``tfidf``) with users as the documents.
+
+    Users as documents (row-length normalisation, item idf) is what implicit's ALS expects of a
+    users x items matrix; weighting the transpose instead gave MAP@12 0.051 vs 0.118 on H&M.
+
+    Args:
+        user_items: users x items counts.
+        scheme: weighting scheme.
+        k1, b: BM25 parameters.
+
+    Returns:
+        users x items float32 CSR.
+    """
+    if scheme == "none":
+        return user_items.astype(np.float32).tocsr()
+    weighted = bm25_weight(user_items, K1=k1, B=b) if scheme == "bm25" else tfidf_weight(user_items)
+    return weighted.tocsr().astype(np.float32)
+
+
+class FactorRecommender(ScoringRecommender):
+    """Shared scoring and storage for matrix-factorisation models (score = user . item)."""
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+
+    def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        return self.user_factors[user_rows] @ self.item_factors.T
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {**self._common_arrays(), "user_factors": self.user_factors, "item_factors": self.item_factors}
+        return self.config.model_dump(), arrays
+
+    @classmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(cls.config_class(**params))  # type: ignore[attr-defined]
+        model._load_common(arrays)
+        model.user_factors, model.item_factors = arrays["user_factors"], arrays["item_factors"]
+        return model
+
+
+class ALSRecommender(FactorRecommender):
+    """implicit's Alternating Least Squares on (optionally BM25-weighted) confidences.
+
+    Args:
+        config: factors, iterations, regularisation, alpha, weighting and seed.
+    """
+
+    name = "als"
+    config_class = ALSConfig
+
+    def __init__(self, config: ALSConfig | None = None):
+        self.config = config or ALSConfig()
+
+    def _new_model(self) -> AlternatingLeastSquares:
+        c = self.config
+        return AlternatingLeastSquares(
+            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
+            random_state=c.seed, calculate_training_loss=False,
+        )
+
+    def weighted(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
+        c = self.config
+        return confidence_weighting(user_items, c.weighting, c.bm25_k1, c.bm25_b)
+
+    def fit(self, data: TrainingData) -> Self:
+        self._fit_common(data)
+        self.user_factors, self.item_factors = fit_on_active_items(self._new_model(), self.weighted(data.user_items))
+        return self
+
+    def fold_in(self, item_ids: list[str], weights: list[float] | None = None) -> np.ndarray:
+        """A user vector for a new user from their interactions, without retraining.
+
+        Solves the same regularised least-squares step ALS uses for known users (implicit's
+        ``recalculate_user``), with the item factors held fixed.
+
+        Args:
+            item_ids: items the new user interacted with (unknown ids are ignored).
+            weights: interaction counts; default 1 each.
+
+        Returns:
+            (factors,) float32 user vector (zeros when no item is known).
+        """
+        rows = self.item_index.lookup(item_ids)
+        w = np.ones(len(item_ids), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        keep = rows >= 0
+        if not keep.any():
+            return np.zeros(self.item_factors.shape[1], dtype=np.float32)
+        row = sp.csr_matrix((w[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])), shape=(1, len(self.item_index)))
+        row.sum_duplicates()
+        model = self._new_model()
+        model.item_factors = self.item_factors
+        model.user_factors = np.zeros((1, self.item_factors.shape[1]), dtype=np.float32)
+        # Weight the new row like training rows would have been: bm25 on a single row uses its own length.
+        vec = model.recalculate_user(0, self.weighted(row).tocsr())
+        return np.asarray(vec, dtype=np.float32).reshape(-1)
+
+
+class BPRRecommender(FactorRecommender):
+    """implicit's Bayesian Personalised Ranking (factors include implicit's item-bias column)."""
+
+    name = "bpr"
+    config_class = BPRConfig
+
+    def __init__(self, config: BPRConfig | None = None):
+        self.config = config or BPRConfig()
+
+    def fit(self, data: TrainingData) -> Self:
+        self._fit_common(data)
+        c = self.config
+        model = BayesianPersonalizedRanking(
+            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
+            iterations=c.iterations, random_state=c.seed,
+        )
+        binary = (data.user_items > 0).astype(np.float32).tocsr()
+        self.user_factors, self.item_factors = fit_on_active_items(model, binary)
+        return self
+
+
+class ItemKNNRecommender(ScoringRecommender):
+    """implicit's item-item nearest neighbours: score = user's items x item similarity (top-K per item)."""
+
+    name = "itemknn"
+
+    def __init__(self, config: ItemKNNConfig | None = None):
+        self.config = config or ItemKNNConfig()
+
+    def fit(self, data: TrainingData) -> Self:
+        self._fit_common(data)
+        model = CosineRecommender(K=self.config.neighbours)
+        if self.config.similarity != "cosine":
+            from implicit.nearest_neighbours import BM25Recommender, TFIDFRecommender
+
+            model = (BM25Recommender if self.config.similarity == "bm25" else TFIDFRecommender)(K=self.config.neighbours)
+        model.fit(data.user_items, show_progress=False)
+        self.similarity = model.similarity.tocsr().astype(np.float32)
+        return self
+
+    def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        s = (self.seen[user_rows] @ self.similarity).toarray()
+        # A user whose items have no neighbours scores all zeros: add popularity as a tiny tie-break.
+        return s + 1e-6 * self.fallback_scores[None, :]
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.config.model_dump(), {**self._common_arrays(), **csr_to_arrays("similarity", self.similarity)}
+
+    @classmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(ItemKNNConfig(**params))
+        model._load_common(arrays)
+        model.similarity = csr_from_arrays("similarity", arrays)
+        return model

@@ -1,0 +1,135 @@
+"""The ``recsys`` command: one entry point, one subcommand per job.
+
+Subcommands register themselves in :data:`COMMANDS` so later stages (train, serve, bench)
+add to the same command without editing a central switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from recsys.config import ConfigError, load_config  # noqa: E402
+from recsys.data import DataValidationError, load_dataset  # noqa: E402
+
+log = logging.getLogger("recsys")
+
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help_text: str) -> Callable[[Callable[[argparse.ArgumentParser], None]], Callable[[argparse.ArgumentParser], None]]:
+    """Decorator on an ``add_arguments(parser)`` function; the runner is attached as ``.run``."""
+
+    def wrap(add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
+        COMMANDS[name] = (add_arguments, lambda args: add_arguments.run(args), help_text)  # type: ignore[attr-defined]
+        return add_arguments
+
+    return wrap
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="configs/hm.yaml", help="project config (YAML)")
+
+
+@command("validate", "load and validate the configured data; print the report")
+def _validate_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    dataset = load_dataset(config.data)
+    print(dataset.report.describe())
+    if args.json:
+        write_text_atomic(args.json, dataset.report.to_json())
+    return 0
+
+
+_validate_args.run = _validate  # type: ignore[attr-defined]
+
+
+@command("evaluate", "fit models on the history window and evaluate them on the test window")
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--models", default="popularity,history,als,itemknn", help="comma-separated model names")
+    parser.add_argument("--json", type=Path, help="write the summary table and per-user metrics here")
+    parser.add_argument("--save-dir", type=Path, help="save each fitted model below this folder")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table
+    from recsys.models import build_model
+
+    config = load_config(args.config)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    models = [build_model(n, config) for n in names]  # fail on an unknown name before loading data
+    dataset = load_dataset(config.data)
+    setup = prepare_evaluation(dataset, config)
+    print(f"{setup.split.describe()}\ntest users: {len(setup.users):,} (warm only: {config.split.warm_users_only})")
+    results = []
+    for name, model in zip(names, models):
+        start = time.perf_counter()
+        results.append(evaluate_model(model, setup, config.evaluation))
+        log.info("%s: MAP@%d %.4f in %.1fs", name, config.evaluation.k, results[-1].summary[f"map@{config.evaluation.k}"], time.perf_counter() - start)
+        if args.save_dir:
+            model.save(args.save_dir / name)
+    table = results_table(results, config.evaluation)
+    print(format_table(table))
+    if args.json:
+        payload = {
+            "config": str(args.config),
+            "data_fingerprint": dataset.fingerprint,
+            "split": setup.split.describe(),
+            "users": len(setup.users),
+            "table": table.to_dicts(),
+            "per_user": {r.name: r.per_user.to_dict(as_series=False) for r in results},
+        }
+        write_text_atomic(args.json, json.dumps(payload))
+        print(f"wrote {args.json}")
+    return 0
+
+
+_evaluate_args.run = _evaluate  # type: ignore[attr-defined]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temp file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run a subcommand; user errors print one clear message and exit 2."""
+    parser = argparse.ArgumentParser(prog="recsys", description="Hybrid product recommender")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _, help_text) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ConfigError, DataValidationError, KeyError, ValueError) as exc:
+        print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
