@@ -1,0 +1,1 @@
+"""Content embeddings of items: image, text and fused vectors in one space."""

@@ -1,0 +1,102 @@
+"""Item content vectors as one artifact: the hand-off from the content encoders to every later stage.
+
+A vector file is an ``.npz`` (no pickle) with ``item_ids`` (str), ``image``, ``text`` and
+``fused`` (float32, n x d, L2-normalised rows; an item without a photo has a zero ``image`` row
+and a text-only ``fused`` row), ``has_image`` (bool) and ``encoder`` (a one-element str array
+naming the encoder identity that produced them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.data.interactions import IdIndex
+
+
+@dataclass
+class ItemVectors:
+    """Image, text and fused vectors aligned on ``item_ids``.
+
+    Attributes:
+        item_ids: external ids, row order of every matrix.
+        image: (n, d) image vectors; zero rows where ``has_image`` is False.
+        text: (n, d) text vectors.
+        fused: (n, d) fused vectors (weighted image + text, renormalised; text alone without image).
+        has_image: (n,) bool.
+        encoder: identity string of the encoder (name + version + weights hash).
+    """
+
+    item_ids: np.ndarray
+    image: np.ndarray
+    text: np.ndarray
+    fused: np.ndarray
+    has_image: np.ndarray
+    encoder: str
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        for name in ("image", "text", "fused"):
+            m = getattr(self, name)
+            if m.ndim != 2 or m.shape[0] != n:
+                raise ValueError(f"ItemVectors.{name} has shape {m.shape}, expected ({n}, d)")
+        if self.has_image.shape != (n,):
+            raise ValueError(f"ItemVectors.has_image has shape {self.has_image.shape}, expected ({n},)")
+        self._index: IdIndex | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.fused.shape[1])
+
+    @property
+    def index(self) -> IdIndex:
+        if self._index is None:
+            self._index = IdIndex(self.item_ids)
+        return self._index
+
+    def aligned(self, item_ids: list[str] | np.ndarray, kind: str = "fused") -> np.ndarray:
+        """Vectors for ``item_ids`` in that order; unknown items get zero rows."""
+        rows = self.index.lookup(list(item_ids))
+        source = getattr(self, kind)
+        out = np.zeros((len(rows), source.shape[1]), dtype=np.float32)
+        ok = rows >= 0
+        out[ok] = source[rows[ok]]
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        np.savez(
+            tmp,
+            item_ids=self.item_ids.astype(str),
+            image=self.image.astype(np.float32),
+            text=self.text.astype(np.float32),
+            fused=self.fused.astype(np.float32),
+            has_image=self.has_image.astype(bool),
+            encoder=np.asarray([self.encoder]),
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemVectors":
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls(z["item_ids"], z["image"], z["text"], z["fused"], z["has_image"], str(z["encoder"][0]))
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32)
+
+
+def fuse(image: np.ndarray, text: np.ndarray, has_image: np.ndarray, image_weight: float, text_weight: float) -> np.ndarray:
+    """Weighted sum of normalised image and text vectors, renormalised; items without image use text alone."""
+    mixed = image_weight * image + text_weight * text
+    mixed[~has_image] = text[~has_image]
+    return l2_normalise(mixed)
