@@ -1,0 +1,100 @@
+"""MLflow tracking with safe defaults: a sqlite store and an artifact folder inside the work dir.
+
+``MLFLOW_TRACKING_URI`` wins when set (a team's shared server). Otherwise runs go to
+``<work_dir>/mlflow/mlflow.db`` with artifacts in ``<work_dir>/mlflow/artifacts`` — never to a
+stray ``./mlruns`` in whatever directory the command happened to start in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+
+from recsys.config import ProjectConfig  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def tracking_paths(work_dir: Path) -> tuple[str, str]:
+    """(tracking URI, artifact root URI) for the embedded default store below ``work_dir``."""
+    root = (work_dir / "mlflow").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "artifacts").mkdir(exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def configure(config: ProjectConfig) -> str:
+    """Point MLflow at the configured store and make sure the project's experiment exists.
+
+    Returns:
+        The experiment id.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    artifact_root: str | None = None
+    if not uri:
+        uri, artifact_root = tracking_paths(config.work_path)
+    mlflow.set_tracking_uri(uri)
+    name = f"recsys-{config.name}"
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        # An explicit artifact location keeps sqlite-backed runs from writing ./mlruns.
+        return mlflow.create_experiment(name, artifact_location=artifact_root)
+    return experiment.experiment_id
+
+
+@contextmanager
+def start_run(
+    config: ProjectConfig,
+    run_name: str,
+    parent: Run | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Run]:
+    """Open an MLflow run (a child run when ``parent`` is given) and close it on exit.
+
+    Args:
+        config: project config (selects store and experiment).
+        run_name: e.g. "alignment", "two_tower", "train".
+        parent: the parent run for stage runs of one pipeline run.
+        params: logged at start (flattened, values stringified by MLflow).
+        tags: extra tags.
+
+    Yields:
+        The active run; a failure inside marks it FAILED and re-raises.
+    """
+    experiment_id = configure(config)
+    run_tags = {"project": config.name, **(tags or {})}
+    if parent is not None:
+        run_tags["mlflow.parentRunId"] = parent.info.run_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags, nested=parent is not None) as run:
+        if params:
+            mlflow.log_params(flatten(params))
+        log.info("mlflow run %s (%s) at %s", run_name, run.info.run_id, mlflow.get_tracking_uri())
+        yield run
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys (MLflow params are flat)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
+    """Log numeric metrics; MLflow metric names may not contain '@', so it becomes '_at_'."""
+    clean = {f"{prefix}{k}".replace("@", "_at_"): float(v) for k, v in metrics.items() if v == v}
+    mlflow.log_metrics(clean, step=step)
