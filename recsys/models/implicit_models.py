@@ -7,11 +7,14 @@ from typing import Any, Self
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns and slows down with threaded BLAS
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares
 from implicit.bpr import BayesianPersonalizedRanking
-from implicit.nearest_neighbours import CosineRecommender, bm25_weight, tfidf_weight
+from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, TFIDFRecommender, bm25_weight, tfidf_weight
+from implicit.utils import ParameterWarning
 
 from recsys.config import ALSConfig, BPRConfig, ItemKNNConfig
 from recsys.data.interactions import TrainingData
@@ -155,6 +158,7 @@ class BPRRecommender(FactorRecommender):
         model = BayesianPersonalizedRanking(
             factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
             iterations=c.iterations, random_state=c.seed,
+            num_threads=1,  # implicit's multi-threaded (Hogwild) SGD is not reproducible for a seed
         )
         binary = (data.user_items > 0).astype(np.float32).tocsr()
         self.user_factors, self.item_factors = fit_on_active_items(model, binary)
@@ -171,12 +175,12 @@ class ItemKNNRecommender(ScoringRecommender):
 
     def fit(self, data: TrainingData) -> Self:
         self._fit_common(data)
-        model = CosineRecommender(K=self.config.neighbours)
-        if self.config.similarity != "cosine":
-            from implicit.nearest_neighbours import BM25Recommender, TFIDFRecommender
-
-            model = (BM25Recommender if self.config.similarity == "bm25" else TFIDFRecommender)(K=self.config.neighbours)
-        model.fit(data.user_items, show_progress=False)
+        kind = {"cosine": CosineRecommender, "bm25": BM25Recommender, "tfidf": TFIDFRecommender}[self.config.similarity]
+        model = kind(K=self.config.neighbours)
+        with warnings.catch_warnings():
+            # implicit's own normalize() hands its knn a COO matrix and then warns about it.
+            warnings.simplefilter("ignore", ParameterWarning)
+            model.fit(data.user_items, show_progress=False)
         self.similarity = model.similarity.tocsr().astype(np.float32)
         return self
 

@@ -1,0 +1,111 @@
+"""Shared fixtures: a small synthetic shop written to disk, and the shared H&M data location."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from recsys.config import PROJECT_ROOT, ProjectConfig, load_config
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HM_DIR = Path(os.environ.get("RECSYS_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "hm"))
+
+
+@pytest.fixture(scope="session")
+def hm_dir() -> Path:
+    """The shared H&M sample; integration tests need it (CI has ../shared beside the clone)."""
+    if not (HM_DIR / "transactions.parquet").is_file():
+        pytest.fail(f"H&M data not found at {HM_DIR}: set RECSYS_DATA_DIR")
+    return HM_DIR
+
+
+@pytest.fixture(scope="session")
+def hm_config(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    """configs/hm.yaml pointed at the shared data and a temporary work dir."""
+    work = tmp_path_factory.mktemp("hm_work")
+    return load_config(PROJECT_ROOT / "configs" / "hm.yaml", overrides={"work_dir": str(work), "data": {"data_dir": str(hm_dir)}})
+
+
+def make_shop(root: Path, n_users: int = 40, n_items: int = 30, days: int = 8, seed: int = 0, images: bool = True) -> Path:
+    """Write a small synthetic shop (interactions.parquet, items.parquet, users.csv, images/) under ``root``.
+
+    Users have taste clusters so collaborative models have something to learn; every third
+    item has no photo. Returns ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    item_ids = [f"i{j:03d}" for j in range(n_items)]
+    colours = ["red", "blue", "black"]
+    types = ["dress", "shirt", "boots"]
+    pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "name": [f"{colours[j % 3]} {types[(j // 3) % 3]} {j}" for j in range(n_items)],
+            "product_type": [types[(j // 3) % 3] for j in range(n_items)],
+            "colour": [colours[j % 3] for j in range(n_items)],
+            "description": [f"a {colours[j % 3]} {types[(j // 3) % 3]} made of cotton" for j in range(n_items)],
+        }
+    ).write_parquet(root / "items.parquet")
+    rows = []
+    start = dt.date(2024, 1, 1)
+    for u in range(n_users):
+        cluster = u % 3
+        favourites = [j for j in range(n_items) if j % 3 == cluster]
+        for _ in range(int(rng.integers(3, 9))):
+            j = int(rng.choice(favourites)) if rng.random() < 0.8 else int(rng.integers(n_items))
+            day = start + dt.timedelta(days=int(rng.integers(days)))
+            rows.append({"user": f"u{u:03d}", "item": item_ids[j], "date": day, "price": float(rng.uniform(5, 50))})
+    pl.DataFrame(rows).sort("date").write_parquet(root / "interactions.parquet")
+    pl.DataFrame({"user": [f"u{u:03d}" for u in range(n_users)], "age": [20 + u % 40 for u in range(n_users)]}).write_csv(root / "users.csv")
+    if images:
+        (root / "images").mkdir(exist_ok=True)
+        for j, item_id in enumerate(item_ids):
+            if j % 3 == 2:
+                continue  # items without a photo are normal
+            colour = [(200, 30, 30), (30, 30, 200), (20, 20, 20)][j % 3]
+            Image.new("RGB", (32, 48), colour).save(root / "images" / f"{item_id}.jpg")
+    return root
+
+
+def shop_config(root: Path, work: Path, **overrides: object) -> ProjectConfig:
+    """A ProjectConfig for :func:`make_shop` data (last day = test, day before = validation)."""
+    raw = {
+        "name": "shop",
+        "work_dir": str(work),
+        "data": {
+            "data_dir": str(root),
+            "interactions": {
+                "path": "interactions.parquet",
+                "columns": {"user_id": "user", "item_id": "item", "timestamp": "date", "price": "price"},
+            },
+            "items": {
+                "path": "items.parquet",
+                "columns": {"item_id": "item_id", "name": "name", "categorical": ["product_type", "colour"], "text": ["name", "description"]},
+                "image_dir": "images",
+                "image_template": "{item_id}.jpg",
+            },
+            "users": {"path": "users.csv", "user_id": "user", "numeric": ["age"]},
+        },
+        "split": {"mode": "global", "test_days": 1, "validation_days": 1, "warm_users_only": True},
+        "evaluation": {"k": 5, "recall_ks": [5, 10], "bootstrap_samples": 200},
+        "models": {"als": {"factors": 8, "iterations": 5}, "bpr": {"factors": 8, "iterations": 20}, "itemknn": {"neighbours": 10}},
+    }
+    from recsys.config import deep_merge
+
+    return ProjectConfig.model_validate(deep_merge(raw, dict(overrides)))
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> tuple[Path, ProjectConfig]:
+    """(data root, config) of a fresh synthetic shop in a temp dir."""
+    root = make_shop(tmp_path / "shop")
+    return root, shop_config(root, tmp_path / "work")

@@ -1,0 +1,56 @@
+"""Protects the time split: no interaction at or after the cutoff leaks into training windows."""
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from recsys.config import ProjectConfig, SplitConfig
+from recsys.data import ground_truth, load_dataset, split_by_time
+
+
+def test_global_split_has_no_leakage(shop: tuple[Path, ProjectConfig]) -> None:
+    _, config = shop
+    ds = load_dataset(config.data)
+    s = split_by_time(ds.interactions, config.split)
+    assert s.test_start is not None and s.validation_start is not None
+    assert s.train["timestamp"].max() < s.validation_start <= s.validation["timestamp"].min()
+    assert s.validation["timestamp"].max() < s.test_start <= s.test["timestamp"].min()
+    assert s.train.height + s.validation.height + s.test.height == ds.interactions.height
+    assert s.history["timestamp"].max() < s.test_start
+
+
+def test_explicit_test_start() -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "item_id": ["x", "y", "x", "z"],
+            "timestamp": [dt.datetime(2020, 1, d) for d in (1, 2, 3, 4)],
+            "weight": [1.0] * 4,
+        }
+    )
+    s = split_by_time(frame, SplitConfig(test_start=dt.date(2020, 1, 3), test_days=1, validation_days=1))
+    assert s.train["item_id"].to_list() == ["x"]
+    assert s.validation["item_id"].to_list() == ["y"]
+    assert s.test["item_id"].to_list() == ["x"]  # 2020-01-04 is after the 1-day test window
+
+
+def test_per_user_split_takes_each_users_last_days() -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b"],
+            "item_id": ["1", "2", "3", "4", "5"],
+            "timestamp": [dt.datetime(2020, 1, d) for d in (1, 5, 9, 2, 3)],
+            "weight": [1.0] * 5,
+        }
+    )
+    s = split_by_time(frame, SplitConfig(mode="per_user", test_days=1, validation_days=4))
+    assert sorted(s.test["item_id"].to_list()) == ["3", "5"]
+    assert sorted(s.validation["item_id"].to_list()) == ["2", "4"]
+    assert s.train["item_id"].to_list() == ["1"]
+
+
+def test_ground_truth_is_distinct_items() -> None:
+    test = pl.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "x", "y", "z"]})
+    assert ground_truth(test) == {"a": ["x", "y"], "b": ["z"]}
+    assert ground_truth(test, ["b"]) == {"b": ["z"]}
