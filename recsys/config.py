@@ -174,6 +174,68 @@ class ModelsConfig(StrictModel):
     itemknn: ItemKNNConfig = ItemKNNConfig()
 
 
+class TwoTowerConfig(StrictModel):
+    """The TorchRec two-tower retriever (recsys/two_tower)."""
+
+    id_dim: int = Field(default=64, ge=4, description="item-id / user-id embedding size (also the history bag)")
+    category_dim: int = Field(default=16, ge=2, description="embedding size of each item metadata table")
+    hidden: list[int] = [256]
+    output_dim: int = Field(default=64, ge=4, description="size of each tower's learned output (skip paths are added)")
+    temperature: float = Field(default=0.07, gt=0)
+    logq_correction: bool = True
+    extra_negatives: int = Field(default=0, ge=0, description="uniformly sampled catalogue negatives per batch")
+    id_dropout: float = Field(default=0.25, ge=0, le=1, description="chance of hiding an example's item id (cold items)")
+    user_id_dropout: float = Field(default=0.5, ge=0, le=1)
+    recency_half_life_days: float = Field(default=2.0, gt=0)
+    max_history: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=1024, ge=2)
+    learning_rate: float = Field(default=0.003, gt=0)
+    embedding_learning_rate: float = Field(default=0.05, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_epochs: int = Field(default=20, ge=1)
+    patience: int = Field(default=3, ge=1)
+    validation_k: int = Field(default=100, ge=1)
+    validation_days: int = Field(default=1, ge=1, description="days held out of fit() data for early stopping")
+    threads: int = Field(default=2, ge=1)
+    seed: int = 0
+
+
+class IndexConfig(StrictModel):
+    """FAISS index over item-tower vectors: exact inner product up to ``exact_max_items``, HNSW above."""
+
+    exact_max_items: int = Field(default=50_000, ge=1)
+    hnsw_m: int = Field(default=32, ge=4)
+    ef_construction: int = Field(default=200, ge=8)
+    ef_search: int = Field(default=256, ge=8)
+
+
+class CandidatesConfig(StrictModel):
+    """Candidate sources and their merge (recsys/candidates)."""
+
+    size: int = Field(default=150, ge=1)
+    per_source: int = Field(default=150, ge=1, description="items each source proposes before the merge")
+    sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "popularity"]] = [
+        "history", "two_tower", "als", "copurchase", "content", "popularity"
+    ]
+    weights: dict[str, float] = Field(default_factory=dict, description="per-source fusion weights; unset = 1")
+    rrf_k: float = Field(default=10.0, gt=0, description="reciprocal-rank-fusion constant: score += w / (rrf_k + rank)")
+    recent_items: int = Field(default=5, ge=1, description="latest history items whose neighbours are proposed")
+    popularity_days: int = Field(default=2, ge=1)
+
+
+class RetrievalConfig(StrictModel):
+    """Collaborative factors, two-tower, FAISS index and candidates (issue 4)."""
+
+    content_vectors: str = Field(
+        default="content/item_vectors.npz", description="ItemVectors file below work_dir; a TF-IDF stand-in is built if absent"
+    )
+    content_kind: Literal["fused", "text", "image"] = "fused"
+    standin_dim: int = Field(default=128, ge=2)
+    two_tower: TwoTowerConfig = TwoTowerConfig()
+    index: IndexConfig = IndexConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
+
+
 class ProjectConfig(StrictModel):
     """The whole configuration of one project (one data set, one set of model settings)."""
 
@@ -183,6 +245,7 @@ class ProjectConfig(StrictModel):
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     models: ModelsConfig = ModelsConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     # Sections owned by later stages (content, two_tower, ranker, serving) are parsed by their
     # own modules from here, so this file does not grow with every stage.
     extras: dict[str, Any] = {}

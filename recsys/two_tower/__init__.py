@@ -1,0 +1,1 @@
+"""TorchRec two-tower retrieval: features, towers, loss, training loop and the Recommender wrapper."""

@@ -1,0 +1,260 @@
+"""Two-tower inputs: an item feature table for the whole catalogue and user queries with history bags.
+
+Item side: the catalogue metadata as categorical codes (one embedding table each), and dense
+features (content vector, ALS item factors, price) for every catalogue item, bought or not.
+User side (a *query*): the user id, the recency-weighted bag of items bought before a point in
+time (the same item table is pooled over it), and dense features (ALS vector folded in from
+that bag, content centroid of the bag, customer attributes, history length).
+
+Training queries come from the training window itself: every distinct (user, item, day)
+purchase is a target whose query sees the user's purchases up to that day, minus the target's
+own same-day rows. Nothing after the target day is visible, as at test time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from features.collaborative import ALSFactors
+from features.content.vectors import ItemVectors, l2_normalise
+from recsys.data.interactions import TrainingData
+
+DAY = dt.timedelta(days=1)
+
+
+@dataclass
+class ItemTable:
+    """Per-item features over the item universe of one :class:`TrainingData`.
+
+    Attributes:
+        item_ids: external ids; row ``i`` is item index ``i`` of the training data.
+        categories: (n_items, n_cat) int64 codes, 0 = missing.
+        category_names: metadata column per code column.
+        vocab_sizes: table size per category (codes < size).
+        dense: (n_items, d) float32: content vector, ALS factors, price features.
+        known: (n_items,) bool: bought in the training window (its id embedding is trained).
+        target_counts: (n_items,) training purchases per item (the logQ sampling distribution).
+    """
+
+    item_ids: np.ndarray
+    categories: np.ndarray
+    category_names: list[str]
+    vocab_sizes: list[int]
+    dense: np.ndarray
+    known: np.ndarray
+    target_counts: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class Queries:
+    """A batch-able set of user queries (one per training target, or one per user at inference).
+
+    Attributes:
+        user_rows: (n,) user index rows; -1 hides the user id (unknown user).
+        hist_indptr: (n + 1,) offsets into ``hist_items`` / ``hist_weights``.
+        hist_items: item rows of each query's history bag, most recent first.
+        hist_weights: recency weights, summing to 1 within a query.
+        dense: (n, d) float32 user-side dense features.
+    """
+
+    user_rows: np.ndarray
+    hist_indptr: np.ndarray
+    hist_items: np.ndarray
+    hist_weights: np.ndarray
+    dense: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_rows)
+
+    def subset(self, idx: np.ndarray) -> "Queries":
+        """The queries at positions ``idx`` (in that order)."""
+        starts, ends = self.hist_indptr[idx], self.hist_indptr[idx + 1]
+        lengths = ends - starts
+        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(idx) else np.empty(0, np.int64)
+        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return Queries(self.user_rows[idx], indptr, self.hist_items[take], self.hist_weights[take], self.dense[idx])
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_{f.name}": getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, prefix: str, arrays: dict[str, np.ndarray]) -> "Queries":
+        return cls(**{f.name: arrays[f"{prefix}_{f.name}"] for f in fields(cls)})
+
+
+def build_item_table(data: TrainingData, vectors: ItemVectors, als: ALSFactors, categorical: list[str], kind: str = "fused") -> ItemTable:
+    """Item features for every item of ``data.item_index``.
+
+    Args:
+        data: the training window (its catalogue and purchases).
+        vectors: content vectors (items missing from the file get zero rows).
+        als: ALS factors fitted on ``data`` (zero rows for never-bought items).
+        categorical: catalogue metadata columns to embed.
+        kind: which content vector to use (fused, text or image).
+
+    Raises:
+        ValueError: a categorical column is missing from the catalogue.
+    """
+    items = data.items
+    missing = [c for c in categorical if c not in items.columns]
+    if missing:
+        raise ValueError(f"two-tower: catalogue has no categorical column(s) {missing}")
+    codes, sizes = [], []
+    for col in categorical:
+        # Codes by sorted value so the table layout does not depend on catalogue row order.
+        values = items[col].cast(pl.Utf8)
+        vocab = sorted(v for v in values.unique().to_list() if v is not None)
+        lookup = {v: i + 1 for i, v in enumerate(vocab)}
+        codes.append(np.fromiter((lookup.get(v, 0) for v in values.to_list()), dtype=np.int64, count=len(values)))
+        sizes.append(len(vocab) + 1)
+    categories = np.stack(codes, axis=1) if codes else np.zeros((data.n_items, 0), dtype=np.int64)
+
+    e = data.encoded
+    counts = np.bincount(e["item_idx"].to_numpy(), minlength=data.n_items).astype(np.float64)
+    price = e.group_by("item_idx").agg(pl.col("price").mean()) if "price" in e.columns else None
+    price_feats = np.zeros((data.n_items, 2), dtype=np.float32)
+    if price is not None and price.height:
+        p = np.log(np.clip(price["price"].fill_null(0).to_numpy().astype(np.float64), 1e-6, None))
+        p = (p - p.mean()) / (p.std() + 1e-6)
+        price_feats[price["item_idx"].to_numpy(), 0] = p
+        price_feats[price["item_idx"].to_numpy(), 1] = 1.0  # "price known" flag: cold items have none
+    content = vectors.aligned(data.item_index.ids, kind)
+    dense = np.concatenate([content, als.item_vectors(data.item_index.ids), price_feats], axis=1).astype(np.float32)
+    return ItemTable(data.item_index.ids, categories, list(categorical), sizes, dense, counts > 0, counts)
+
+
+def user_attributes(data: TrainingData, categorical: list[str], numeric: list[str]) -> np.ndarray:
+    """(n_users, a) customer attributes: one-hot categoricals, standardised numerics, missing flags.
+
+    Users without a customer record get all zeros (plus a 0 "has record" flag).
+    """
+    n = data.n_users
+    if data.users is None or data.users.is_empty():
+        return np.zeros((n, 1), dtype=np.float32)
+    users = data.users.filter(pl.col("user_id").is_in(pl.Series(data.user_index.ids.tolist()).implode()))
+    rows = data.user_index.lookup(users["user_id"].to_list())
+    blocks = [np.zeros((n, 1), dtype=np.float32)]
+    blocks[0][rows, 0] = 1.0
+    for col in categorical:
+        if col not in users.columns:
+            continue
+        values = users[col].cast(pl.Utf8).fill_null("<null>").to_list()
+        vocab = sorted(set(values))
+        block = np.zeros((n, len(vocab)), dtype=np.float32)
+        block[rows, [vocab.index(v) for v in values]] = 1.0
+        blocks.append(block)
+    for col in numeric:
+        if col not in users.columns:
+            continue
+        x = users[col].cast(pl.Float64).to_numpy()
+        ok = np.isfinite(x)
+        mean, std = (x[ok].mean(), x[ok].std() + 1e-6) if ok.any() else (0.0, 1.0)
+        block = np.zeros((n, 2), dtype=np.float32)
+        block[rows[ok], 0] = (x[ok] - mean) / std
+        block[rows[ok], 1] = 1.0
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1)
+
+
+def _queries_from_context(
+    context: pl.DataFrame,
+    user_rows: np.ndarray,
+    items: ItemTable,
+    als: ALSFactors,
+    attributes: np.ndarray,
+    content_dim: int,
+    half_life: float,
+    max_history: int,
+) -> Queries:
+    """Assemble queries from a long frame (query, item_idx, age) of history rows."""
+    n = len(user_rows)
+    ctx = (
+        context.sort(["query", "age", "item_idx"])
+        .with_columns(pl.int_range(pl.len()).over("query").alias("_r"))
+        .filter(pl.col("_r") < max_history)
+        .with_columns((0.5 ** (pl.col("age") / half_life)).alias("w"))
+        .with_columns((pl.col("w") / pl.col("w").sum().over("query")).alias("w"))
+    )
+    q = ctx["query"].to_numpy().astype(np.int64)
+    item_rows = ctx["item_idx"].to_numpy().astype(np.int64)
+    weights = ctx["w"].to_numpy().astype(np.float32)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(q, minlength=n), out=indptr[1:])
+
+    bag = sp.csr_matrix((np.ones(len(q), dtype=np.float32), (q, item_rows)), shape=(n, items.n_items))
+    bag.sum_duplicates()
+    als_vec = als.fold_in(bag)
+    weighted = sp.csr_matrix((weights, (q, item_rows)), shape=(n, items.n_items))
+    centroid = l2_normalise(np.asarray(weighted @ items.dense[:, :content_dim]))
+    n_hist = np.diff(indptr).astype(np.float32)
+    newest = ctx.group_by("query").agg(pl.col("age").min())
+    recency = np.full(n, 30.0, dtype=np.float32)
+    recency[newest["query"].to_numpy()] = newest["age"].to_numpy()
+    attrs = np.where(user_rows[:, None] >= 0, attributes[np.clip(user_rows, 0, None)], 0.0).astype(np.float32)
+    stats = np.stack([np.log1p(n_hist), np.log1p(recency)], axis=1).astype(np.float32)
+    dense = np.concatenate([als_vec, centroid, attrs, stats], axis=1).astype(np.float32)
+    return Queries(user_rows.astype(np.int64), indptr, item_rows, weights, dense)
+
+
+def _days(expr: pl.Expr) -> pl.Expr:
+    return expr.dt.total_seconds() / 86_400.0
+
+
+def training_examples(
+    data: TrainingData, items: ItemTable, als: ALSFactors, attributes: np.ndarray, half_life: float, max_history: int
+) -> tuple[Queries, np.ndarray]:
+    """One query per distinct (user, item, day) purchase with a non-empty earlier-or-same-day history.
+
+    Returns:
+        (queries, target item rows), ordered by (day, user, item) so the result is deterministic.
+    """
+    e = data.encoded.select("user_idx", "item_idx", pl.col("timestamp").dt.truncate("1d").alias("day"))
+    targets = e.unique().sort(["day", "user_idx", "item_idx"]).with_columns(pl.int_range(pl.len()).alias("query"))
+    pairs = targets.join(e.rename({"item_idx": "h_item", "day": "h_day"}), on="user_idx").filter(
+        (pl.col("h_day") <= pl.col("day")) & ~((pl.col("h_item") == pl.col("item_idx")) & (pl.col("h_day") == pl.col("day")))
+    )
+    keep = pairs["query"].unique().sort()
+    targets = targets.filter(pl.col("query").is_in(keep.implode())).with_columns(pl.int_range(pl.len()).alias("new_q"))
+    pairs = pairs.join(targets.select("query", "new_q"), on="query")
+    context = pairs.select(pl.col("new_q").alias("query"), pl.col("h_item").alias("item_idx"), _days(pl.col("day") - pl.col("h_day")).alias("age"))
+    content_dim = _content_dim(items, als)
+    queries = _queries_from_context(
+        context, targets["user_idx"].to_numpy(), items, als, attributes, content_dim, half_life, max_history
+    )
+    return queries, targets["item_idx"].to_numpy().astype(np.int64)
+
+
+def inference_queries(
+    data: TrainingData,
+    user_rows: np.ndarray,
+    items: ItemTable,
+    als: ALSFactors,
+    attributes: np.ndarray,
+    half_life: float,
+    max_history: int,
+    as_of: dt.datetime | None = None,
+) -> Queries:
+    """Queries for known users as of ``as_of`` (default: the end of the training window)."""
+    as_of = as_of or data.as_of
+    frame = pl.DataFrame({"user_idx": user_rows.astype(np.int64), "query": np.arange(len(user_rows), dtype=np.int64)})
+    e = data.encoded.select("user_idx", "item_idx", "timestamp")
+    context = frame.join(e, on="user_idx").select(
+        "query", "item_idx", _days(pl.lit(as_of) - pl.col("timestamp").dt.truncate("1d")).alias("age")
+    )
+    return _queries_from_context(
+        context, user_rows, items, als, attributes, _content_dim(items, als), half_life, max_history
+    )
+
+
+def _content_dim(items: ItemTable, als: ALSFactors) -> int:
+    return items.dense.shape[1] - als.dim - 2

@@ -1,0 +1,197 @@
+"""The two-tower retriever on the project's :class:`~recsys.models.base.Recommender` interface.
+
+``fit(data)`` never looks past ``data``: it holds out the last ``validation_days`` of the window,
+trains on the rest with early stopping on Recall@k there, then retrains on the whole window
+for the best number of epochs. User vectors (as of the window's end) and item vectors (whole
+catalogue, cold items from content and metadata alone) are kept; a score is their dot product.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import polars as pl
+import torch
+
+from features.collaborative import ALSFactors
+from features.content.standin import load_or_build
+from features.content.vectors import ItemVectors
+from recsys.config import ALSConfig, ProjectConfig, RetrievalConfig, TwoTowerConfig
+from recsys.data.interactions import TrainingData
+from recsys.models.base import ScoringRecommender
+from recsys.two_tower.features import ItemTable, build_item_table, inference_queries, training_examples, user_attributes
+from recsys.two_tower.model import TowerSpec, TwoTower
+from recsys.two_tower.train import TrainResult, ValidationSet, item_vectors, train, user_vectors
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FeatureSettings:
+    """What the two-tower reads besides the interactions (from the project config)."""
+
+    item_categorical: list[str]
+    user_categorical: list[str]
+    user_numeric: list[str]
+    text_columns: list[str]
+    content_path: str | None = None
+    standin_path: str | None = None
+    content_kind: str = "fused"
+    standin_dim: int = 128
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> "FeatureSettings":
+        r: RetrievalConfig = config.retrieval
+        users = config.data.users
+        return cls(
+            item_categorical=list(config.data.items.columns.categorical),
+            user_categorical=list(users.categorical) if users else [],
+            user_numeric=list(users.numeric) if users else [],
+            text_columns=list(config.data.items.columns.text),
+            content_path=str(config.work_path / r.content_vectors),
+            standin_path=str(config.work_path / "content" / f"standin_item_vectors_{r.standin_dim}.npz"),
+            content_kind=r.content_kind,
+            standin_dim=r.standin_dim,
+        )
+
+    def vectors(self, items: pl.DataFrame) -> ItemVectors:
+        """The configured content vectors, or the TF-IDF stand-in (cached under the work dir)."""
+        if self.content_path is None or self.standin_path is None:
+            from features.content.standin import build_standin_vectors
+
+            return build_standin_vectors(items, self.text_columns, self.standin_dim)
+        return load_or_build(Path(self.content_path), Path(self.standin_path), items, self.text_columns, self.standin_dim)
+
+
+def holdout(data: TrainingData, days: int) -> tuple[TrainingData, dict[int, np.ndarray]]:
+    """Split off the last ``days`` of a window: (earlier part, truth rows per earlier-part user row)."""
+    import datetime as dt
+
+    cut = data.as_of - dt.timedelta(days=days)
+    ts = pl.col("timestamp")
+    inner = TrainingData.build(data.interactions.filter(ts < cut), data.items, data.users, as_of=cut)
+    later = data.interactions.filter(ts >= cut)
+    if inner.interactions.is_empty() or later.is_empty():
+        raise ValueError(f"two-tower: cannot hold out {days} day(s) of a window with {data.interactions.height} interactions")
+    grouped = later.group_by("user_id", maintain_order=True).agg(pl.col("item_id").unique(maintain_order=True))
+    truth: dict[int, np.ndarray] = {}
+    for user, items in zip(grouped["user_id"].to_list(), grouped["item_id"].to_list()):
+        row = inner.user_index.get(user)
+        if row is not None:
+            rows = inner.item_index.lookup(items)
+            truth[row] = rows[rows >= 0]
+    return inner, truth
+
+
+class TwoTowerRecommender(ScoringRecommender):
+    """TorchRec two-tower retrieval (see :mod:`recsys.two_tower.model`).
+
+    Args:
+        config: two-tower hyper-parameters.
+        als_config: settings of the ALS factors used as features.
+        features: catalogue/customer columns and the content vector source.
+        on_epoch: optional per-epoch callback (stage, epoch, metrics), e.g. MLflow logging.
+    """
+
+    name = "two_tower"
+
+    def __init__(
+        self,
+        config: TwoTowerConfig | None = None,
+        als_config: ALSConfig | None = None,
+        features: FeatureSettings | None = None,
+        on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
+    ):
+        self.config = config or TwoTowerConfig()
+        self.als_config = als_config or ALSConfig()
+        self.features = features or FeatureSettings([], [], [], [])
+        self.on_epoch = on_epoch
+        self.validation_result: TrainResult | None = None
+        self.train_result: TrainResult | None = None
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> Self:
+        return cls(config.retrieval.two_tower, config.models.als, FeatureSettings.from_config(config))
+
+    def _prepare(self, data: TrainingData, vectors: ItemVectors, als: ALSFactors | None) -> tuple[TowerSpec, ItemTable, ALSFactors, np.ndarray]:
+        c, f = self.config, self.features
+        als = als or ALSFactors.fit(data, self.als_config)
+        items = build_item_table(data, vectors, als, f.item_categorical, f.content_kind)
+        attrs = user_attributes(data, f.user_categorical, f.user_numeric)
+        content_dim = items.dense.shape[1] - als.dim - 2
+        spec = TowerSpec(
+            n_users=data.n_users, n_items=data.n_items, category_sizes=tuple(items.vocab_sizes),
+            categories=tuple(items.category_names), user_dense_dim=als.dim + content_dim + attrs.shape[1] + 2,
+            item_dense_dim=items.dense.shape[1], als_dim=als.dim, content_dim=content_dim, id_dim=c.id_dim,
+            category_dim=c.category_dim, hidden=tuple(c.hidden), output_dim=c.output_dim,
+        )
+        return spec, items, als, attrs
+
+    def _callback(self, stage: str) -> Callable[[int, dict[str, float]], None] | None:
+        if self.on_epoch is None:
+            return None
+        hook = self.on_epoch
+        return lambda epoch, metrics: hook(stage, epoch, metrics)
+
+    def fit(self, data: TrainingData, als: ALSFactors | None = None, vectors: ItemVectors | None = None) -> Self:
+        """Fit on a window: early-stopping run on its first days, then a refit on all of it.
+
+        Args:
+            data: the training window.
+            als: ALS factors already fitted on ``data`` (fitted here when None).
+            vectors: content vectors (read from the configured file, or the stand-in, when None).
+        """
+        c = self.config
+        self._fit_common(data)
+        vectors = vectors or self.features.vectors(data.items)
+        epochs = c.max_epochs
+        if c.validation_days:
+            inner, truth = holdout(data, c.validation_days)
+            spec, items, inner_als, attrs = self._prepare(inner, vectors, None)
+            queries, targets = training_examples(inner, items, inner_als, attrs, c.recency_half_life_days, c.max_history)
+            rows = np.asarray(sorted(truth), dtype=np.int64)
+            val = ValidationSet(
+                inference_queries(inner, rows, items, inner_als, attrs, c.recency_half_life_days, c.max_history), [truth[r] for r in rows]
+            )
+            log.info("two-tower early-stopping run: %d examples, %d validation users", len(targets), len(rows))
+            _, self.validation_result = train(spec, c, items, queries, targets, val, on_epoch=self._callback("validation"))
+            epochs = self.validation_result.best_epoch
+        spec, items, full_als, attrs = self._prepare(data, vectors, als)
+        queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history)
+        log.info("two-tower final run: %d examples, %d epochs", len(targets), epochs)
+        tower, self.train_result = train(spec, c, items, queries, targets, None, epochs=epochs, on_epoch=self._callback("final"))
+        self.spec, self.tower, self.item_table, self.als = spec, tower, items, full_als
+        self.item_vectors = item_vectors(tower, spec, items)
+        all_users = np.arange(data.n_users, dtype=np.int64)
+        self.user_vectors = user_vectors(
+            tower, spec, items, inference_queries(data, all_users, items, full_als, attrs, c.recency_half_life_days, c.max_history)
+        )
+        return self
+
+    def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        return self.user_vectors[user_rows] @ self.item_vectors.T
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        spec = dataclasses.asdict(self.spec)
+        params = {"config": self.config.model_dump(), "als_config": self.als_config.model_dump(), "features": dataclasses.asdict(self.features), "spec": spec}
+        arrays = {**self._common_arrays(), "item_vectors": self.item_vectors, "user_vectors": self.user_vectors}
+        arrays.update({f"tower.{k}": v.detach().numpy() for k, v in self.tower.state_dict().items()})
+        return params, arrays
+
+    @classmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**params["features"]))
+        model._load_common(arrays)
+        model.item_vectors, model.user_vectors = arrays["item_vectors"], arrays["user_vectors"]
+        spec = params["spec"]
+        spec = TowerSpec(**{**spec, "category_sizes": tuple(spec["category_sizes"]), "categories": tuple(spec["categories"]), "hidden": tuple(spec["hidden"])})
+        model.spec = spec
+        model.tower = TwoTower(spec)
+        state = {k.removeprefix("tower."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("tower.")}
+        model.tower.load_state_dict(state)
+        return model
