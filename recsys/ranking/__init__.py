@@ -1,0 +1,1 @@
+"""Learning-to-rank models that reorder candidates."""

@@ -1,0 +1,121 @@
+"""Resumable pipeline stages: each stage's output is keyed by a fingerprint of its inputs.
+
+A stage writes into a hidden temp directory and renames it to
+``<work_dir>/stages/<name>/<fingerprint>/`` only when it finished, with a ``_stage.json``
+marker holding its metrics. Re-running with unchanged inputs reuses the finished output; a killed
+run leaves only temp directories, which the next run removes. Each stage gets an MLflow child run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+
+from recsys.config import ProjectConfig
+from training.tracking import flatten, log_metrics, start_run
+
+log = logging.getLogger(__name__)
+MARKER = "_stage.json"
+
+
+@dataclass
+class StageResult:
+    """What a finished (or reused) stage left behind."""
+
+    name: str
+    path: Path
+    fingerprint: str
+    reused: bool
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    """A stable short hash of JSON-able stage inputs (config sections, upstream fingerprints, data hash)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class StageRunner:
+    """Runs stages in order, reusing finished ones, logging each as an MLflow child run.
+
+    Args:
+        config: the project config (work dir, MLflow store).
+        parent: the pipeline's parent MLflow run (None: no tracking).
+        force: stage names to recompute even if a finished output exists.
+    """
+
+    def __init__(self, config: ProjectConfig, parent: Run | None = None, force: set[str] | None = None):
+        self.config = config
+        self.root = config.work_path / "stages"
+        self.parent = parent
+        self.force = force or set()
+        self.results: dict[str, StageResult] = {}
+        self._clean_temp()
+
+    def _clean_temp(self) -> None:
+        for tmp in self.root.glob("*/.tmp-*"):
+            log.info("removing unfinished stage output %s (from an interrupted run)", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def run(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, float]]) -> StageResult:
+        """Run ``fn(output_dir)`` unless an output for these exact inputs already exists.
+
+        Args:
+            name: stage name (a folder name).
+            inputs: everything the stage's result depends on; upstream stages' fingerprints belong here.
+            fn: writes the stage's files into the directory it gets and returns metrics.
+
+        Returns:
+            The stage's result (``reused`` tells whether it was computed now).
+        """
+        fp = fingerprint({"stage": name, **inputs})
+        final = self.root / name / fp
+        start = time.perf_counter()
+        reused = (final / MARKER).is_file() and name not in self.force
+        if reused:
+            metrics = json.loads((final / MARKER).read_text())["metrics"]
+            log.info("stage %-12s reused (%s)", name, fp)
+        else:
+            log.info("stage %-12s running (%s)", name, fp)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+            try:
+                metrics = fn(tmp) or {}
+                (tmp / MARKER).write_text(json.dumps({"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics}, default=str, indent=2))
+                if final.exists():
+                    shutil.rmtree(final)
+                tmp.rename(final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        seconds = time.perf_counter() - start
+        result = StageResult(name, final, fp, reused, seconds, metrics)
+        self.results[name] = result
+        self._track(result, inputs)
+        log.info("stage %-12s done in %.1fs %s", name, seconds, _short(metrics))
+        return result
+
+    def _track(self, result: StageResult, inputs: dict[str, Any]) -> None:
+        if self.parent is None:
+            return
+        params = {k: v for k, v in flatten(inputs).items() if len(str(v)) < 500}
+        with start_run(self.config, result.name, parent=self.parent, params=params, tags={"stage": result.name, "reused": str(result.reused)}):
+            log_metrics(result.metrics)
+            mlflow.log_metric("stage_seconds", result.seconds)
+            mlflow.set_tag("fingerprint", result.fingerprint)
+
+
+def _short(metrics: dict[str, float]) -> str:
+    items = list(metrics.items())[:6]
+    return " ".join(f"{k}={v:.4g}" for k, v in items if isinstance(v, int | float))
