@@ -1,1 +1,1 @@
-"""serving package."""
+"""HTTP service and web page."""
