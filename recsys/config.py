@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from features.content.config import ContentConfig  # the content stage's own section (imports only pydantic)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hm"
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -246,6 +248,7 @@ class ProjectConfig(StrictModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     models: ModelsConfig = ModelsConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    content: ContentConfig = ContentConfig()
     # Sections owned by later stages (content, two_tower, ranker, serving) are parsed by their
     # own modules from here, so this file does not grow with every stage.
     extras: dict[str, Any] = {}

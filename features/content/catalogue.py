@@ -1,0 +1,68 @@
+"""The catalogue as content-encoder inputs: item texts, photo paths, product groups and types."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from features.content.config import ContentConfig
+from features.content.text import render_texts
+from recsys.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CatalogueInputs:
+    """Per-item inputs, in catalogue order.
+
+    Attributes:
+        item_ids: external ids.
+        texts: the full item text (``content.text_template``).
+        views: short texts per item, one list per ``content.short_views`` template.
+        image_paths: photo path per item ("" when there is none).
+        has_image: bool per item.
+        groups: product group per item (H&M: ``product_code``; colour variants share it), used so
+            held-out products do not leak through a variant.
+        types: product type name per item ("" when unknown).
+    """
+
+    item_ids: np.ndarray
+    texts: list[str]
+    views: list[list[str]]
+    image_paths: list[str]
+    has_image: np.ndarray
+    groups: np.ndarray
+    types: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.item_ids)
+
+
+def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str = "product_code", type_column: str = "product_type_name") -> CatalogueInputs:
+    """Build every encoder input from the validated data set.
+
+    Args:
+        dataset: the loaded data set (its ``items`` and ``images``).
+        config: the ``content`` section (templates).
+        group_column: product grouping column; the item id itself when the catalogue lacks it.
+        type_column: product type column for zero-shot evaluation ("" when absent).
+    """
+    items = dataset.items
+    item_ids = items["item_id"].cast(pl.String).to_numpy().astype(str)
+    texts = render_texts(items, config.text_template)
+    views = [render_texts(items, t) for t in config.short_views]
+    has_image = items["has_image"].to_numpy().astype(bool) if "has_image" in items.columns else np.zeros(len(item_ids), bool)
+    paths = []
+    for item_id, ok in zip(item_ids.tolist(), has_image.tolist()):
+        p = dataset.images.path_for(item_id) if ok else None
+        paths.append(str(p) if p is not None else "")
+    has_image &= np.array([bool(p) for p in paths], dtype=bool)
+    groups = items[group_column].cast(pl.String).to_numpy().astype(str) if group_column in items.columns else item_ids
+    types = items[type_column].fill_null("").cast(pl.String).to_numpy().astype(str) if type_column in items.columns else np.full(len(item_ids), "")
+    log.info("catalogue: %d items, %d with a photo, %d product groups", len(item_ids), int(has_image.sum()), len(set(groups.tolist())))
+    return CatalogueInputs(item_ids, texts, views, paths, has_image, groups, types)

@@ -1,0 +1,114 @@
+"""The content-encoder interface: images and texts -> L2-normalised float32 vectors in one space.
+
+Backends: ``aligned`` (:mod:`features.content.aligned`, the offline default) and ``clip``
+(:mod:`features.content.clip`). Every backend caches on disk by encoder identity + content
+hash (:mod:`features.content.cache`), so a re-run computes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from features.content.cache import VectorCache, cached_encode, content_hash
+from features.content.config import ContentConfig
+from features.content.images import ImageInput
+from features.content.vectors import l2_normalise
+
+log = logging.getLogger(__name__)
+
+
+class ContentEncoder(ABC):
+    """Encodes images and texts into one shared space.
+
+    Attributes:
+        identity: names the encoder exactly (backend, weights hash, preprocessing); cache key prefix.
+        dim: size of the shared space.
+    """
+
+    identity: str
+    dim: int
+
+    @abstractmethod
+    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        """(n, dim) float32 unit vectors for image paths or PIL images."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """(n, dim) float32 unit vectors for texts."""
+
+
+class CachedFeatures:
+    """Batched, disk-cached application of one feature function (a tower or a whole model).
+
+    Args:
+        identity: the function's identity (cache folder).
+        fn: a batch of inputs -> (n, d) float32.
+        key: content hash of one input.
+        cache_root: cache folder, or None to compute everything.
+        threads: torch intra-op threads while encoding (the shared machine has two cores).
+    """
+
+    def __init__(
+        self,
+        identity: str,
+        fn: Callable[[list], np.ndarray],
+        key: Callable[[object], str],
+        cache_root: str | Path | None,
+        threads: int = 2,
+    ):
+        self.identity, self.fn, self.key, self.threads = identity, fn, key, threads
+        self.cache = VectorCache(cache_root, identity) if cache_root is not None else None
+
+    def __call__(self, inputs: Sequence, batch_size: int, desc: str, progress: bool = True) -> np.ndarray:
+        keys = [self.key(x) for x in inputs]
+        previous = torch.get_num_threads()
+        torch.set_num_threads(min(previous, self.threads))
+        try:
+            return cached_encode(list(inputs), keys, self.fn, self.cache, batch_size, desc=desc, progress=progress)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def text_key(text: str) -> str:
+    """Content hash of a text."""
+    return content_hash(text)
+
+
+def build_encoder(config: ContentConfig, work_path: Path, heads_dir: str | Path | None = None) -> ContentEncoder:
+    """The configured backend, ready to encode.
+
+    Args:
+        config: the ``content`` section.
+        work_path: the project work dir (cache and heads live below it).
+        heads_dir: for ``aligned``, a specific heads version; default: the latest trained.
+
+    Raises:
+        FileNotFoundError: ``aligned`` heads have not been trained yet (run ``recsys content``).
+    """
+    cache_root = resolve(work_path, config.cache_dir)
+    if config.backend == "clip":
+        from features.content.clip import ClipEncoder
+
+        return ClipEncoder(config.clip.model, cache_root=cache_root, max_length=config.clip.max_length, threads=config.threads)
+    from features.content.aligned import AlignedEncoder
+    from features.content.heads import latest_heads
+
+    path = Path(heads_dir) if heads_dir is not None else latest_heads(resolve(work_path, config.heads_dir))
+    return AlignedEncoder.from_config(config, path, cache_root)
+
+
+def resolve(work_path: Path, path: str) -> Path:
+    """A configured path: absolute stays, relative is below the work dir."""
+    p = Path(path)
+    return p if p.is_absolute() else work_path / p
+
+
+def normalised(x: np.ndarray) -> np.ndarray:
+    """Unit rows, float32."""
+    return l2_normalise(np.asarray(x, dtype=np.float32))

@@ -1,0 +1,206 @@
+"""The content stage end to end: backbone features (cached) -> alignment -> evaluation -> item vectors.
+
+``recsys content`` calls :func:`run_content`. With the ``clip`` backend there is nothing to
+train: the catalogue is encoded with the checkpoint and evaluated on the same held-out items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.content.aligned import AlignedEncoder, Backbones
+from features.content.alignment import (
+    AlignmentData,
+    Split,
+    evaluate_embeddings,
+    evaluate_heads,
+    split_by_group,
+    train_heads,
+    zero_shot_classes,
+)
+from features.content.catalogue import CatalogueInputs, catalogue_inputs
+from features.content.config import ContentConfig
+from features.content.encoders import ContentEncoder, build_encoder, resolve
+from features.content.heads import save_heads
+from features.content.vectors import ItemVectors, fuse, l2_normalise
+from recsys.config import ProjectConfig
+from recsys.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ContentResult:
+    """What one run of the content stage produced."""
+
+    vectors_path: Path
+    encoder: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    heads_dir: Path | None = None
+    run_id: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def content_config(config: ProjectConfig) -> ContentConfig:
+    """The project's ``content`` section (defaults when the YAML has none)."""
+    return config.content
+
+
+def alignment_data(inputs: CatalogueInputs, backbones: Backbones, progress: bool = True) -> tuple[AlignmentData, np.ndarray]:
+    """Frozen features of every item with a photo (computed once, then read from the cache).
+
+    Returns:
+        The data and the catalogue rows it covers.
+    """
+    rows = np.flatnonzero(inputs.has_image)
+    image = backbones.images([inputs.image_paths[i] for i in rows], progress)
+    texts = [inputs.texts[i] for i in rows]
+    views = [[v[i] for i in rows] for v in inputs.views]
+    text = backbones.texts(texts, progress)
+    view_feats = np.stack([backbones.texts(v, progress) for v in views]) if views else np.zeros((0, len(rows), text.shape[1]), np.float32)
+    ids: dict[str, int] = {}
+    text_ids = np.array([[ids.setdefault(t, len(ids)) for t in column] for column in [texts, *views]], dtype=np.int64)
+    data = AlignmentData(image, text, view_feats, text_ids, inputs.groups[rows], inputs.types[rows], inputs.item_ids[rows])
+    return data, rows
+
+
+def train_alignment(config: ProjectConfig, cc: ContentConfig, data: AlignmentData, backbones: Backbones) -> tuple[AlignedEncoder, dict[str, Any], Path, str | None]:
+    """Train, evaluate on the held-out test groups, save a heads version and log it all to MLflow.
+
+    Returns:
+        The encoder with the new heads, the test metrics, the heads folder and the MLflow run id.
+    """
+    a = cc.alignment
+    split = split_by_group(data.groups, a.holdout_share, a.validation_share, a.seed)
+    classes = zero_shot_classes(data.types, np.arange(data.n), cc.evaluation.zero_shot_types)
+    log.info("alignment split: %d train / %d validation / %d test items", len(split.train), len(split.validation), len(split.test))
+
+    def prompt_features(texts: list[str]) -> np.ndarray:
+        return backbones.texts(texts, progress=False)
+
+    run_id = None
+    tracker = _tracker(config, cc)
+    with tracker as run:
+        run_id = run.info.run_id if run is not None else None
+        heads, history = train_heads(data, split, a, cc.evaluation, prompt_features, on_epoch=_epoch_logger(run))
+        metrics = evaluate_heads(heads, data, split.test, cc.evaluation, prompt_features, classes, seed=a.seed)
+        metrics.update({"train_items": float(len(split.train)), "validation_items": float(len(split.validation)), "test_items": float(len(split.test))})
+        metrics.update({"best_epoch": float(history.best_epoch + 1), "train_seconds": history.seconds})
+        manifest = {
+            "backbones": backbones.identities,
+            "alignment": a.model_dump(),
+            "evaluation": cc.evaluation.model_dump(),
+            "zero_shot_classes": classes,
+            "metrics": metrics,
+            "history": history.epochs,
+            "mlflow_run_id": run_id,
+        }
+        heads_dir = save_heads(heads, resolve(config.work_path, cc.heads_dir), manifest)
+        if run is not None:
+            import mlflow
+
+            from training.tracking import log_metrics
+
+            log_metrics({k: v for k, v in metrics.items() if "/" not in k}, prefix="test_")
+            mlflow.log_artifacts(str(heads_dir), artifact_path=f"heads/{heads_dir.name}")
+            mlflow.set_tag("heads_version", heads_dir.name)
+    log.info("alignment test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
+    return AlignedEncoder(backbones, heads, heads_dir.name), metrics, heads_dir, run_id
+
+
+def _tracker(config: ProjectConfig, cc: ContentConfig) -> Any:
+    """An MLflow run, or a no-op context when tracking is switched off (RECSYS_NO_MLFLOW=1: tests)."""
+    from contextlib import nullcontext
+
+    if os.environ.get("RECSYS_NO_MLFLOW") == "1":
+        return nullcontext(None)
+    from training.tracking import start_run
+
+    return start_run(config, "content-alignment", params={"content": cc.model_dump(exclude={"clip"})}, tags={"stage": "content"})
+
+
+def _epoch_logger(run: Any) -> Any:
+    if run is None:
+        return None
+    from training.tracking import log_metrics
+
+    return lambda epoch, metrics: log_metrics(metrics, step=epoch)
+
+
+def item_vectors(inputs: CatalogueInputs, encoder: ContentEncoder, cc: ContentConfig, progress: bool = True) -> ItemVectors:
+    """Image, text and fused vectors of the whole catalogue (no photo: zero image row, text-only fused)."""
+    text = encoder.encode_texts(inputs.texts, cc.text_batch_size, progress)
+    image = np.zeros_like(text)
+    rows = np.flatnonzero(inputs.has_image)
+    if len(rows):
+        image[rows] = encoder.encode_images([inputs.image_paths[i] for i in rows], cc.image_batch_size, progress)
+    fused = fuse(image, text, inputs.has_image, cc.fusion.image_weight, cc.fusion.text_weight)
+    return ItemVectors(inputs.item_ids.copy(), image, l2_normalise(text), fused, inputs.has_image.copy(), encoder.identity)
+
+
+def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, progress: bool = True) -> ContentResult:
+    """Run the content stage and write the catalogue's :class:`ItemVectors`.
+
+    Args:
+        config: the project config (``content`` section, work dir).
+        dataset: the loaded data set.
+        train: for ``aligned``, train new heads (False: use the latest trained version).
+        progress: show progress bars.
+
+    Returns:
+        Paths, encoder identity and held-out metrics.
+    """
+    cc = content_config(config)
+    cache_root = resolve(config.work_path, cc.cache_dir)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    inputs = catalogue_inputs(dataset, cc)
+    metrics: dict[str, float] = {}
+    heads_dir, run_id = None, None
+    if cc.backend == "aligned":
+        backbones = Backbones(cc, cache_root)
+        data, _ = alignment_data(inputs, backbones, progress)
+        timings["backbone_features"] = time.perf_counter() - start
+        if train:
+            encoder, metrics, heads_dir, run_id = train_alignment(config, cc, data, backbones)
+        else:
+            encoder = build_encoder(cc, config.work_path)
+        timings["alignment"] = time.perf_counter() - start - timings["backbone_features"]
+    else:
+        encoder = build_encoder(cc, config.work_path)
+    t = time.perf_counter()
+    vectors = item_vectors(inputs, encoder, cc, progress)
+    if cc.backend == "clip":
+        metrics = _evaluate_clip(vectors, inputs, cc, encoder)
+    timings["item_vectors"] = time.perf_counter() - t
+    path = vectors.save(resolve(config.work_path, cc.vectors_path))
+    log.info("wrote %s: %d items x %d (%d with image), encoder %s", path, len(vectors.item_ids), vectors.dim, int(vectors.has_image.sum()), vectors.encoder)
+    result = ContentResult(path, encoder.identity, metrics, heads_dir, run_id, timings)
+    _write_json(path.with_name("metrics.json"), {"encoder": encoder.identity, "heads_dir": str(heads_dir) if heads_dir else None, "mlflow_run_id": run_id, "metrics": metrics, "seconds": timings})
+    return result
+
+
+def _evaluate_clip(vectors: ItemVectors, inputs: CatalogueInputs, cc: ContentConfig, encoder: ContentEncoder) -> dict[str, float]:
+    """The same held-out protocol for a checkpoint that needs no training."""
+    rows = np.flatnonzero(inputs.has_image)
+    a = cc.alignment
+    split: Split = split_by_group(inputs.groups[rows], a.holdout_share, a.validation_share, a.seed)
+    return evaluate_embeddings(
+        vectors.image[rows], vectors.text[rows], inputs.groups[rows], inputs.types[rows], split.test, cc.evaluation,
+        lambda texts: encoder.encode_texts(texts, progress=False), seed=a.seed,
+    )
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
+    tmp.replace(path)
