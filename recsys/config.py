@@ -113,6 +113,9 @@ class DataConfig(StrictModel):
     items: ItemSource
     users: UserSource | None = None
     validation: ValidationPolicy = ValidationPolicy()
+    user_sample: float | None = Field(
+        default=None, gt=0, le=1, description="keep this share of users (stable hash of the id): small CI/dev runs"
+    )
 
     def resolve(self, path: str | None) -> Path | None:
         """Resolve a data path: absolute stays, relative is taken below ``data_dir``."""
@@ -309,12 +312,25 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pr
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    if "extends" in raw:
+        # A variant config names its base and overrides only what differs.
+        base = path.parent / str(raw.pop("extends"))
+        raw = deep_merge(_read_raw(base), raw)
     if overrides:
         raw = deep_merge(raw, overrides)
     try:
         return ProjectConfig.model_validate(raw)
     except Exception as exc:  # pydantic.ValidationError: re-raise with the file name
         raise ConfigError(f"{path}: invalid config:\n{exc}") from exc
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"base config not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if "extends" in raw:
+        raw = deep_merge(_read_raw(path.parent / str(raw.pop("extends"))), raw)
+    return raw
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

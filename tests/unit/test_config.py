@@ -43,3 +43,10 @@ def test_env_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
     assert expand_env("${RS_TEST_DIR:-/fallback}/a") == "/fallback/a"
     with pytest.raises(ConfigError, match="RS_TEST_DIR"):
         expand_env("${RS_TEST_DIR}")
+
+
+def test_variant_config_extends_base() -> None:
+    small = load_config(PROJECT_ROOT / "configs" / "hm_small.yaml")
+    base = load_config(PROJECT_ROOT / "configs" / "hm.yaml")
+    assert small.name == "hm_small" and small.data.user_sample == 0.1
+    assert small.data.interactions == base.data.interactions and small.split == base.split
