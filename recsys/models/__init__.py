@@ -40,6 +40,11 @@ def register_model(name: str, factory: Callable[[ProjectConfig], Recommender], c
     MODEL_CLASSES[cls.name] = cls
 
 
+# The content-only recommender reads the content stage's item vectors (features/content, issue 3).
+from recsys.models.content import ContentRecommender  # noqa: E402
+
+register_model("content", ContentRecommender.from_config, ContentRecommender)
+
 __all__ = [
     "MODEL_CLASSES",
     "MODEL_FACTORIES",

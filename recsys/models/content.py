@@ -1,0 +1,108 @@
+"""A content-only recommender: items whose content vectors resemble the user's recent purchases.
+
+For each user, the last ``history_items`` distinct items are weighted by recency
+(``0.5 ** (age_days / half_life_days)``). A candidate's score blends
+
+- centroid similarity: cosine to the weighted mean of the history vectors, and
+- max similarity: the highest recency-weighted cosine to any single history item,
+
+as ``centroid_weight * centroid + (1 - centroid_weight) * max``. The max term keeps a user
+with two unrelated tastes (jeans and swimwear) from being averaged into neither; an item the
+user bought has similarity 1 to itself, so re-purchases rank high, as they do in the data.
+Vectors come from the content stage (:class:`features.content.vectors.ItemVectors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from features.content.config import RecommenderSettings
+from features.content.vectors import ItemVectors, l2_normalise
+from recsys.config import ProjectConfig
+from recsys.data.interactions import TrainingData
+from recsys.models.base import ScoringRecommender
+from recsys.models.serialization import csr_from_arrays, csr_to_arrays
+
+
+class ContentRecommender(ScoringRecommender):
+    """Similarity of every item to the user's recent history in content space.
+
+    Args:
+        vectors: the catalogue's content vectors (or a path to them).
+        settings: history length, recency half-life, centroid/max blend, which vector.
+    """
+
+    name = "content"
+
+    def __init__(self, vectors: ItemVectors | str | Path, settings: RecommenderSettings = RecommenderSettings()):
+        if not isinstance(vectors, ItemVectors):
+            path = Path(vectors)
+            if not path.is_file():
+                raise FileNotFoundError(f"content vectors not found at {path}: run `recsys content` first")
+            vectors = ItemVectors.load(path)
+        self.vectors: ItemVectors | None = vectors
+        self.encoder = vectors.encoder
+        self.settings = settings
+
+    def fit(self, data: TrainingData) -> Self:
+        if self.vectors is None:
+            raise ValueError("this ContentRecommender was loaded without its source vectors and cannot be refitted")
+        self._fit_common(data)
+        # Items without content vectors (not in the vector file) get zero rows: they score 0.
+        self.item_vectors = l2_normalise(self.vectors.aligned(data.item_index.ids, self.settings.vector))
+        as_of = data.as_of
+        recent = (
+            data.encoded.group_by("user_idx", "item_idx")
+            .agg(pl.col("timestamp").max().alias("last"))
+            .sort(["user_idx", "last", "item_idx"], descending=[False, True, False])
+            .with_columns(pl.int_range(pl.len()).over("user_idx").alias("rank"))
+            .filter(pl.col("rank") < self.settings.history_items)
+        )
+        age_days = recent.select((pl.lit(as_of) - pl.col("last")).dt.total_seconds()).to_series().to_numpy() / 86400.0
+        weights = np.power(0.5, np.maximum(age_days, 0.0) / self.settings.half_life_days).astype(np.float32)
+        self.history = sp.csr_matrix(
+            (weights, (recent["user_idx"].to_numpy(), recent["item_idx"].to_numpy())), shape=(data.n_users, data.n_items), dtype=np.float32
+        )
+        return self
+
+    def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        E = self.item_vectors
+        out = np.zeros((len(user_rows), E.shape[0]), dtype=np.float32)
+        cw = self.settings.centroid_weight
+        for j, r in enumerate(user_rows):
+            start, end = self.history.indptr[r], self.history.indptr[r + 1]
+            items, w = self.history.indices[start:end], self.history.data[start:end]
+            if not len(items):
+                continue
+            sims = E @ E[items].T  # (n_items, h)
+            w = w / w.max()
+            centroid = l2_normalise((w @ E[items])[None, :])[0]
+            out[j] = cw * (E @ centroid) + (1.0 - cw) * (sims * w).max(axis=1)
+        return out
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        params = {"settings": self.settings.model_dump(), "encoder": self.encoder}
+        # float32 (not float16): a loaded model must reproduce the fitted model's scores exactly.
+        arrays = {**self._common_arrays(), **csr_to_arrays("history", self.history), "item_vectors": self.item_vectors}
+        return params, arrays
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> "ContentRecommender":
+        """Built from the project's content vectors (``content.vectors_path`` below the work dir)."""
+        path = Path(config.content.vectors_path)
+        return cls(path if path.is_absolute() else config.work_path / path, config.content.recommender)
+
+    @classmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls.__new__(cls)
+        model.vectors, model.encoder = None, params["encoder"]
+        model.settings = RecommenderSettings.model_validate(params["settings"])
+        model._load_common(arrays)
+        model.history = csr_from_arrays("history", arrays)
+        model.item_vectors = arrays["item_vectors"].astype(np.float32)
+        return model
