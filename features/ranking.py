@@ -52,7 +52,8 @@ class UserState:
 
 @dataclass
 class CandidateSet:
-    """One user's candidates: item rows plus, per source, its rank (0-based, -1 = not found) and score."""
+    """One user's candidates: item rows, per source its rank (0-based, -1 = not found), and scores
+    (``scores["merged"]``: the fused candidate score)."""
 
     item_rows: np.ndarray
     ranks: dict[str, np.ndarray]
@@ -122,9 +123,8 @@ class RankingFeatures:
         for kind in CONTENT_KINDS:
             names += [f"sim_{kind}_centroid", f"sim_{kind}_last", f"sim_{kind}_max_recent"]
         names += [f"score_{m}" for m in sorted(self.items.factors)]
-        for s in self.sources:
-            names += [f"src_{s}_rank", f"src_{s}_score"]
-        names += ["src_count"]
+        names += [f"src_{s}_rank" for s in self.sources]
+        names += ["src_count", "src_merged_score"]
         names += ["hist_item_count", "hist_item_days_since"]
         names += [f"affinity_{c}" for c in self.items.categorical]
         names += ["item_price", "price_ratio", "pop_1d", "pop_3d", "pop_7d", "pop_trend", "item_has_image"]
@@ -166,12 +166,12 @@ class RankingFeatures:
         found = np.zeros(n)
         for s in self.sources:
             rank = cand.ranks.get(s)
-            score = cand.scores.get(s)
             has = rank >= 0 if rank is not None else np.zeros(n, dtype=bool)
             found += has
             cols.append(np.where(has, rank, MISSING) if rank is not None else np.full(n, MISSING))
-            cols.append(np.where(has, score, MISSING) if score is not None else np.full(n, MISSING))
         cols.append(found)
+        merged = cand.scores.get("merged")
+        cols.append(merged if merged is not None else np.full(n, MISSING))
 
         # Click history of this exact item.
         if len(hist):

@@ -34,7 +34,7 @@ def setup(shop: tuple[Path, ProjectConfig]) -> tuple[TrainingData, RankingFeatur
 def _candidates(data: TrainingData, user: str, n: int = 6) -> CandidateSet:
     rows = np.arange(n, dtype=np.int64)
     ranks = {"history": np.where(rows % 2 == 0, rows // 2, -1), "als": rows.copy()}
-    scores = {"history": np.linspace(1, 0, n), "als": np.linspace(2, 1, n)}
+    scores = {"merged": np.linspace(1, 0, n)}
     return CandidateSet(rows, ranks, scores)
 
 
@@ -57,6 +57,7 @@ def test_hand_checked_values(setup: tuple[TrainingData, RankingFeatures, ItemVec
     assert col["affinity_colour"][0] == pytest.approx(expected)
     assert np.isnan(col["src_history_rank"][1]) and col["src_history_rank"][2] == 1
     assert col["src_count"].tolist() == [2, 1, 2, 1, 2, 1]
+    assert col["src_merged_score"][0] == 1.0
     assert col["user_n_purchases"][0] == len(hist)
     age = data.users.filter(data.users["user_id"] == user)["age"].item()  # type: ignore[union-attr]
     assert col["user_age"][0] == age
