@@ -38,6 +38,10 @@ test-fast:
 evaluate:
 	$(VENV)/bin/recsys evaluate --config $(CONFIG) --models popularity,history,als,bpr,itemknn --json artifacts/eval/baselines.json
 
+## notebooks: execute notebooks/*.py headless on $(CONFIG); executed copies + HTML in notebooks/out/
+notebooks:
+	$(PY) -m training.notebooks --config $(CONFIG) --out notebooks/out
+
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests
 

@@ -48,3 +48,16 @@ def test_curves_and_segments(evaluated) -> None:
     assert buckets.height == len(setup.users) and set(buckets["segment"]) <= {"1", "2-3", "4-7", "8+"}
     table = user_segment_table([a], buckets, "map@5")
     assert table["users"].sum() == len(setup.users)
+
+
+def test_variants_from_model_and_saved_lists(shop: tuple[Path, ProjectConfig], tmp_path: Path) -> None:
+    from recsys.evaluation.variants import resolve_variant, save_lists
+
+    _, config = shop
+    setup = prepare_evaluation(load_dataset(config.data), config)
+    model = resolve_variant("model:history", config, setup)
+    path = save_lists(model.recommendations, tmp_path / "lists.parquet")
+    again = resolve_variant(f"lists:{path}", config, setup, name="saved")
+    assert again.evaluation.summary == model.evaluation.summary
+    with pytest.raises(ValueError, match="unknown variant kind"):
+        resolve_variant("bogus:x", config, setup)
