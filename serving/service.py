@@ -23,6 +23,19 @@ class UnknownItemsError(LookupError):
         super().__init__(f"unknown item ids: {', '.join(item_ids[:20])}" + (" ..." if len(item_ids) > 20 else ""))
 
 
+class InvalidQueryError(ValueError):
+    """A query field has a value the service cannot use (e.g. an unknown filter column).
+
+    The HTTP layer answers 422 naming ``field``. Added after the first contract: services that never
+    raise it stay valid implementations.
+    """
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 @dataclass(frozen=True)
 class Query:
     """Who to recommend for: a known user, and/or context for an unknown visitor.

@@ -113,6 +113,39 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+@command("serve", "serve the HTTP API and web page: the latest bundle under <work_dir>/bundles, or --bundle")
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--bundle", type=Path, help="a bundle folder, or a bundles folder whose 'latest' is served (default: <work_dir>/bundles)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core for throughput)")
+    parser.add_argument("--watch", type=float, default=10.0, help="reload when the 'latest' pointer moves, polled every N s (0: off)")
+    parser.add_argument("--dev", action="store_true", help="serve the small development service (trained on the last days of data when absent)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.server import ServeSettings, serve  # owned by serving/ (issue 6)
+    from training.bundle import BundleError
+
+    config = load_config(args.config)
+    try:
+        if args.dev:
+            from serving.dev_service import ensure_dev_bundle
+
+            bundle = args.bundle or ensure_dev_bundle(config)
+        else:
+            bundle = args.bundle or config.work_path / "bundles"
+        serve(ServeSettings(bundle, args.host, args.port, args.workers, args.watch))
+    except BundleError as exc:
+        print(f"recsys serve: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+_serve_args.run = _serve  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a subcommand; user errors print one clear message and exit 2."""
     parser = argparse.ArgumentParser(prog="recsys", description="Hybrid product recommender")

@@ -1,0 +1,151 @@
+"""Hold the service being served and swap in a new bundle atomically.
+
+A request takes ``holder.service`` once and uses that object to the end, so in-flight requests
+finish on the old service while new ones see the new one; the swap itself is a single reference
+assignment under a lock. A new bundle is loaded and checked (checksums via
+``training.bundle.load_bundle``, plus a smoke query) *before* the swap: a broken bundle raises
+:class:`ReloadError` and the old service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from serving.service import Query, RecommendationService
+from training.bundle import MANIFEST, POINTER, BundleError, load_bundle, resolve_bundle
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[Path], RecommendationService]
+
+
+class ReloadError(RuntimeError):
+    """A bundle could not be loaded; the previous service is still serving.
+
+    Attributes:
+        not_found: the named bundle (or the pointer) does not exist, as opposed to being broken.
+    """
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+def load_service(path: Path) -> RecommendationService:
+    """Load a verified bundle with the service class its manifest names.
+
+    ``"service": "dev"`` bundles come from :mod:`serving.dev_service`; every other bundle is a
+    trained one read by ``serving.bundle_service.BundleService``.
+
+    Raises:
+        BundleError: missing files or a checksum mismatch.
+    """
+    bundle = load_bundle(path)  # verifies every checksum before any component is read
+    if bundle.manifest.get("service") == "dev":
+        from serving.dev_service import DevService
+
+        return DevService.load(bundle.path)
+    from serving.bundle_service import BundleService  # the trained pipeline's service
+
+    return BundleService.load(bundle.path)
+
+
+class ServiceHolder:
+    """The current service, its bundle root, and an atomic, validated swap.
+
+    Args:
+        bundles_root: folder of bundle versions with a ``latest`` pointer (reload targets live here).
+        loader: bundle path -> service.
+        service: an already loaded service (else call :meth:`reload`).
+        bundle_path: the bundle ``service`` came from.
+    """
+
+    def __init__(self, bundles_root: Path | None, loader: Loader = load_service, service: RecommendationService | None = None, bundle_path: Path | None = None):
+        self.bundles_root = bundles_root
+        self.loader = loader
+        self._service = service
+        self.bundle_path = bundle_path
+        self._swap = threading.Lock()
+        self._loading = threading.Lock()  # one reload at a time; others wait, then see the result
+        self.on_swap: list[Callable[[str, str | None], None]] = []
+
+    @property
+    def service(self) -> RecommendationService | None:
+        return self._service
+
+    @property
+    def version(self) -> str | None:
+        return self._service.version if self._service is not None else None
+
+    def resolve(self, version: str | None) -> Path:
+        """The bundle folder for a version name (or the ``latest`` pointer) below the bundles root."""
+        if self.bundles_root is None:
+            raise ReloadError("this server was started without a bundles folder; nothing to reload from", not_found=True)
+        try:
+            return resolve_bundle(self.bundles_root, version)
+        except BundleError as exc:
+            raise ReloadError(str(exc), not_found=True) from exc
+
+    def reload(self, version: str | None = None) -> tuple[str | None, str]:
+        """Load ``version`` (default: ``latest``), check it, swap it in.
+
+        Returns:
+            (previous version, current version); equal when that bundle is already served.
+
+        Raises:
+            ReloadError: the bundle is missing, fails its checksums or cannot answer a query;
+                the previous service stays in place.
+        """
+        with self._loading:
+            path = self.resolve(version)
+            previous = self.version
+            if self.bundle_path is not None and path.resolve() == self.bundle_path.resolve() and self._service is not None:
+                return previous, previous or ""
+            try:
+                service = self.loader(path)
+                _smoke_test(service)
+            except Exception as exc:  # any failure leaves the old service serving
+                log.error("reload of %s rejected: %s", path, exc)
+                raise ReloadError(f"bundle {path.name} rejected: {exc}") from exc
+            with self._swap:
+                self._service, self.bundle_path = service, path
+            for callback in self.on_swap:
+                callback(service.version, previous)
+            log.info("serving bundle %s (was %s)", service.version, previous)
+            return previous, service.version
+
+    def pointer_target(self) -> Path | None:
+        """Where ``latest`` points now (None without a root or pointer)."""
+        if self.bundles_root is None or not (self.bundles_root / POINTER).is_file():
+            return None
+        with contextlib.suppress(BundleError):
+            return resolve_bundle(self.bundles_root)
+        return None
+
+    async def watch_pointer(self, interval_s: float) -> None:
+        """Poll the ``latest`` pointer; when it moves to a complete bundle, reload (in a thread)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            target = self.pointer_target()
+            if target is None or not (target / MANIFEST).is_file():
+                continue
+            if self.bundle_path is not None and target.resolve() == self.bundle_path.resolve():
+                continue
+            try:
+                await asyncio.to_thread(self.reload, None)
+            except ReloadError as exc:
+                log.error("pointer watch: %s (keeping %s)", exc, self.version)
+                await asyncio.sleep(max(interval_s, 30.0))  # do not hammer a broken bundle
+
+
+def _smoke_test(service: RecommendationService) -> None:
+    """A new service must answer one popularity query before it may serve traffic."""
+    if not service.version:
+        raise ReloadError("the service reports no version")
+    if not service.candidates(Query(k=1)):
+        raise ReloadError("the service returned no candidates for a popularity query")

@@ -1,0 +1,190 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI spec and its examples).
+
+Limits live here, next to the fields they bound, so the spec documents them and every
+out-of-range value is answered with a 422 that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+MAX_K = 200
+MAX_RECOMMEND_K = 100
+MAX_CANDIDATES = 500
+MAX_RECENT_ITEMS = 50
+MAX_TEXT = 500
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_FILTER_VALUES = 50
+
+ItemId = Annotated[str, Field(pattern=ID_PATTERN, description="catalogue item id", examples=["0706016001"])]
+Weight = Annotated[float, Field(ge=0.0, le=1.0)]
+
+_EXAMPLE_USER = "6e38d8f80e5c6d0db8d348a50c3c6ac29b17dfd3ac83d1b6bc33f090f8c03ab1"
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error (a typo such as ``exclude_sen`` must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CandidatesRequest(Strict):
+    """Who to generate candidates for: a known customer, or an anonymous visitor's context.
+
+    With nothing but an unknown (or no) ``user_id``, the answer falls back to recent popularity.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": _EXAMPLE_USER, "k": 100, "exclude_seen": False},
+                {"recent_item_ids": ["0706016001", "0372860002"], "text": "black leather ankle boots", "k": 20},
+                {"text": "summer dress with flowers", "filters": {"product_group_name": ["Garment Full body"]}, "k": 12},
+            ]
+        },
+    )
+
+    user_id: str | None = Field(None, pattern=ID_PATTERN, description="customer id; unknown ids are treated as visitors")
+    recent_item_ids: list[ItemId] = Field(
+        default_factory=list, max_length=MAX_RECENT_ITEMS, description="items the visitor just looked at or bought, most recent last"
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="a free-text preference")
+    image_base64: str | None = Field(
+        None,
+        max_length=(MAX_IMAGE_BYTES * 4) // 3 + 4,
+        description="a preferred-look photo, base64 (JPEG, PNG or WebP; at most 5 MiB and 16.7 Mpixel); "
+        "a data: URL prefix is accepted",
+    )
+    text_weight: Weight = Field(0.5, description="weight of the text preference when both text and image are given")
+    image_weight: Weight = Field(0.5, description="weight of the image preference")
+    k: int = Field(12, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    exclude_seen: bool = Field(False, description="drop items the customer already bought")
+    filters: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")], list[Annotated[str, Field(max_length=200)]]] = Field(
+        default_factory=dict,
+        max_length=10,
+        description="catalogue column -> allowed values, e.g. {\"product_group_name\": [\"Shoes\"]}",
+    )
+    details: bool = Field(False, description="include each item's catalogue facts (name, type, colour, price, image URL)")
+
+
+class RecommendationsRequest(CandidatesRequest):
+    """Candidates reranked by the learned ranker; every item comes with its reasons."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": _EXAMPLE_USER, "k": 12, "n_candidates": 200},
+                {"text": "black leather ankle boots", "k": 12},
+            ]
+        },
+    )
+
+    k: int = Field(12, ge=1, le=MAX_RECOMMEND_K, description=f"number of recommendations, 1..{MAX_RECOMMEND_K}")
+    n_candidates: int = Field(200, ge=1, le=MAX_CANDIDATES, description=f"candidates to rerank, 1..{MAX_CANDIDATES}")
+    details: bool = Field(True, description="include each item's catalogue facts")
+
+
+class ReloadRequest(Strict):
+    """Which bundle to swap in: a version folder name below the bundles root; default: the ``latest`` pointer."""
+
+    version: str | None = Field(None, pattern=ID_PATTERN, examples=["v20261121-081500-ab12cd"])
+
+
+class ItemOut(BaseModel):
+    """Catalogue facts for display."""
+
+    item_id: str
+    name: str
+    product_type: str | None = None
+    product_group: str | None = None
+    colour: str | None = None
+    price: float | None = Field(None, description="mean price paid in the training window (H&M prices are scaled)")
+    attributes: dict[str, str | float | None] = Field(default_factory=dict)
+    has_image: bool
+    image_url: str | None = Field(None, description="relative URL of the photo, null when the item has none")
+
+
+class Contribution(BaseModel):
+    """One ranking feature's signed contribution to the final score (LightGBM pred_contrib)."""
+
+    feature: str
+    value: float
+
+
+class ReasonsOut(BaseModel):
+    """Why an item was recommended."""
+
+    sources: dict[str, int] = Field(description="candidate source -> 0-based rank in that source")
+    image_similarity: float | None = Field(description="cosine of the item's photo to the customer's history photos (or to the visitor's photo)")
+    text_similarity: float | None = Field(description="cosine of the item's text to the customer's history (or to the visitor's words)")
+    contributions: list[Contribution] = Field(description="largest feature contributions, largest |value| first")
+
+
+class ScoredItemOut(BaseModel):
+    item_id: str
+    score: float
+    sources: dict[str, int] = Field(description="candidate source -> 0-based rank in that source")
+    item: ItemOut | None = None
+
+
+class RankedItemOut(BaseModel):
+    item_id: str
+    score: float = Field(description="final reranker score (higher is better; comparable within one response)")
+    reasons: ReasonsOut
+    item: ItemOut | None = None
+
+
+class ScoredItemsResponse(BaseModel):
+    model_version: str
+    items: list[ScoredItemOut]
+
+
+class RecommendationsResponse(BaseModel):
+    model_version: str
+    items: list[RankedItemOut]
+
+
+class UserOut(BaseModel):
+    user_id: str
+    n_purchases: int
+    recent_items: list[ItemOut] = Field(description="recent purchases, most recent first")
+
+
+class SampleUsersResponse(BaseModel):
+    model_version: str
+    users: list[UserOut]
+
+
+class ErrorField(BaseModel):
+    field: str = Field(description="where the problem is, e.g. 'k' or 'recent_item_ids.2'")
+    problem: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    error: str = Field(description="a short code: invalid_request, unknown_items, not_found, payload_too_large, ...")
+    message: str = Field(description="one readable sentence naming the field and the problem")
+    fields: list[ErrorField] = Field(default_factory=list)
+    unknown_item_ids: list[str] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    model_version: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    status: str = Field(description="'reloaded' or 'unchanged'")
+    previous_version: str
+    model_version: str
