@@ -125,9 +125,11 @@ class DevService:
         self.mean_price = features.items.price
         self._user_attributes = meta["user_attributes"]
         self._lock = threading.Lock()  # LightGBM's predict is not documented as thread-safe
-        shown = [c for c in DISPLAY_COLUMNS if c in self.item_frame.columns]
-        self._records = self.item_frame.select(shown).to_dicts()  # item() is on every response's hot path
         name_column = meta.get("name_column")
+        wanted = dict.fromkeys(DISPLAY_COLUMNS + meta["categorical"] + meta["text_columns"])
+        shown = [c for c in wanted if c in self.item_frame.columns and c != name_column]
+        # item() is on every response's hot path: plain dicts, built once
+        self._records = self.item_frame.select(shown).to_dicts() if shown else [{} for _ in range(self.item_frame.height)]
         self._names = self.item_frame[name_column].cast(pl.String).to_list() if name_column in self.item_frame.columns else [None] * len(self.index)
         self._summaries = self._user_summaries()
 
