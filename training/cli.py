@@ -105,6 +105,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 _evaluate_args.run = _evaluate  # type: ignore[attr-defined]
 
 
+@command("content", "content embeddings: backbone features (cached) -> alignment -> evaluation -> item vectors")
+def _content_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--no-train", action="store_true", help="reuse the latest trained heads instead of training new ones")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _content(args: argparse.Namespace) -> int:
+    from features.content.pipeline import run_content  # owned by features/content (issue 3)
+
+    config = load_config(args.config)
+    result = run_content(config, load_dataset(config.data), train=not args.no_train, progress=not args.quiet)
+    print(json.dumps({"vectors": str(result.vectors_path), "encoder": result.encoder, "heads": str(result.heads_dir),
+                      "mlflow_run_id": result.run_id, "seconds": result.seconds,
+                      "metrics": {k: round(v, 4) for k, v in result.metrics.items()}}, indent=2))
+    return 0
+
+
+_content_args.run = _content  # type: ignore[attr-defined]
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file via a temp file and rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +164,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 _serve_args.run = _serve  # type: ignore[attr-defined]
+
+
+@command("train", "run every stage end to end (resumable), log to MLflow, write a verified model bundle")
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--force", default="", help="comma-separated stage names to recompute (content,label_fold,reranker,serving_fold,evaluate)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.pipeline import Pipeline  # owned by training/ (issue 5)
+
+    config = load_config(args.config)
+    outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run()
+    reused = [n for n, r in outcome.stages.items() if r.reused]
+    print(f"bundle {outcome.bundle.version} at {outcome.bundle.path} (MLflow run {outcome.run_id}); reused stages: {', '.join(reused) or 'none'}; {outcome.seconds:.0f}s")
+    return 0
+
+
+_train_args.run = _train  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> int:

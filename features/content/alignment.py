@@ -185,8 +185,8 @@ def train_heads(
             loss.backward()
             optimiser.step()
             schedule.step()
-            losses.append(float(loss))
-        metrics = {"loss": float(np.mean(losses)), "temperature": float(1.0 / heads.scale)}
+            losses.append(float(loss.detach()))
+        metrics = {"loss": float(np.mean(losses)), "temperature": float(1.0 / heads.scale.detach())}
         if len(split.validation):
             metrics.update(
                 {
@@ -286,8 +286,8 @@ def evaluate_embeddings(
         "i2t_recall@10": i2t[10],
         "retrieval_items": float(len(picked)),
     }
-    if encode_texts is not None:
-        classes = classes or zero_shot_classes(types, np.arange(len(types)), evaluation.zero_shot_types)
+    classes = classes or zero_shot_classes(types, np.arange(len(types)), evaluation.zero_shot_types)
+    if encode_texts is not None and len(classes) >= 2:
         keep = rows[np.isin(types[rows], classes)]
         truth = np.array([classes.index(t) for t in types[keep]], dtype=np.int64)
         ensemble = class_embeddings(classes, evaluation.zero_shot_prompts, encode_texts)

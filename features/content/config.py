@@ -107,6 +107,8 @@ class ContentConfig(_Section):
         "{colour_group_name} {graphical_appearance_name} {product_type_name}",
         "{prod_name}",
     ]
+    group_column: str = Field(default="product_code", description="items sharing it are held out together")
+    type_column: str = Field(default="product_type_name", description="labels of the zero-shot test")
     image_batch_size: int = Field(default=32, ge=1)
     text_batch_size: int = Field(default=128, ge=1)
     threads: int = Field(default=2, ge=1)

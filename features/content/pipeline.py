@@ -86,11 +86,9 @@ def train_alignment(config: ProjectConfig, cc: ContentConfig, data: AlignmentDat
     def prompt_features(texts: list[str]) -> np.ndarray:
         return backbones.texts(texts, progress=False)
 
-    run_id = None
-    tracker = _tracker(config, cc)
-    with tracker as run:
-        run_id = run.info.run_id if run is not None else None
-        heads, history = train_heads(data, split, a, cc.evaluation, prompt_features, on_epoch=_epoch_logger(run))
+    with _tracker(config, cc) as run:
+        run_id = run.info.run_id
+        heads, history = train_heads(data, split, a, cc.evaluation, prompt_features, on_epoch=_epoch_logger())
         metrics = evaluate_heads(heads, data, split.test, cc.evaluation, prompt_features, classes, seed=a.seed)
         metrics.update({"train_items": float(len(split.train)), "validation_items": float(len(split.validation)), "test_items": float(len(split.test))})
         metrics.update({"best_epoch": float(history.best_epoch + 1), "train_seconds": history.seconds})
@@ -104,32 +102,25 @@ def train_alignment(config: ProjectConfig, cc: ContentConfig, data: AlignmentDat
             "mlflow_run_id": run_id,
         }
         heads_dir = save_heads(heads, resolve(config.work_path, cc.heads_dir), manifest)
-        if run is not None:
-            import mlflow
+        import mlflow
 
-            from training.tracking import log_metrics
+        from training.tracking import log_metrics
 
-            log_metrics({k: v for k, v in metrics.items() if "/" not in k}, prefix="test_")
-            mlflow.log_artifacts(str(heads_dir), artifact_path=f"heads/{heads_dir.name}")
-            mlflow.set_tag("heads_version", heads_dir.name)
+        log_metrics({k: v for k, v in metrics.items() if "/" not in k}, prefix="test_")
+        mlflow.log_artifacts(str(heads_dir), artifact_path=f"heads/{heads_dir.name}")
+        mlflow.set_tag("heads_version", heads_dir.name)
     log.info("alignment test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
     return AlignedEncoder(backbones, heads, heads_dir.name), metrics, heads_dir, run_id
 
 
 def _tracker(config: ProjectConfig, cc: ContentConfig) -> Any:
-    """An MLflow run, or a no-op context when tracking is switched off (RECSYS_NO_MLFLOW=1: tests)."""
-    from contextlib import nullcontext
-
-    if os.environ.get("RECSYS_NO_MLFLOW") == "1":
-        return nullcontext(None)
+    """The MLflow run of the alignment training (store and experiment from training.tracking)."""
     from training.tracking import start_run
 
     return start_run(config, "content-alignment", params={"content": cc.model_dump(exclude={"clip"})}, tags={"stage": "content"})
 
 
-def _epoch_logger(run: Any) -> Any:
-    if run is None:
-        return None
+def _epoch_logger() -> Any:
     from training.tracking import log_metrics
 
     return lambda epoch, metrics: log_metrics(metrics, step=epoch)
@@ -162,7 +153,7 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
     cache_root = resolve(config.work_path, cc.cache_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    inputs = catalogue_inputs(dataset, cc)
+    inputs = catalogue_inputs(dataset, cc, cc.group_column, cc.type_column)
     metrics: dict[str, float] = {}
     heads_dir, run_id = None, None
     if cc.backend == "aligned":

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from features.content.vectors import ItemVectors, l2_normalise
 
@@ -51,6 +49,9 @@ def build_standin_vectors(items: pl.DataFrame, text_columns: list[str], dim: int
         ItemVectors with ``text`` = ``fused`` = the SVD vectors and zero ``image`` rows, labelled
         ``encoder="standin-tfidf-svd"``.
     """
+    from sklearn.decomposition import TruncatedSVD  # imported here: only the stand-in needs scikit-learn
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     texts = catalogue_text(items, text_columns)
     tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(texts) > 1000 else 1, sublinear_tf=True, dtype=np.float32)
     matrix = tfidf.fit_transform(texts)

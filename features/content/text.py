@@ -12,7 +12,7 @@ import string
 import polars as pl
 
 _SPACES = re.compile(r"\s+")
-_EMPTY_PUNCT = re.compile(r"(\s*[.,;:]\s*)(?=[.,;:])")
+_EMPTY_PUNCT = re.compile(r"([.,;:])(?:\s*[.,;:])+")
 
 
 def template_fields(template: str) -> list[str]:
@@ -30,9 +30,9 @@ def check_template(template: str, columns: list[str], where: str = "content.text
 def clean(text: str) -> str:
     """Collapse whitespace and punctuation left behind by empty fields."""
     text = _SPACES.sub(" ", text).strip()
-    text = _EMPTY_PUNCT.sub("", text)
     text = re.sub(r"\s+([.,;:])", r"\1", text)
-    return text.strip(" .,;:") if text.strip(" .,;:") else ""
+    text = _EMPTY_PUNCT.sub(r"\1", text)  # "name. , Black" (empty type) -> "name. Black"
+    return text.strip(" .,;:")
 
 
 def render_texts(items: pl.DataFrame, template: str) -> list[str]:
