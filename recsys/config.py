@@ -116,6 +116,9 @@ class DataConfig(StrictModel):
     user_sample: float | None = Field(
         default=None, gt=0, le=1, description="keep this share of users (stable hash of the id): small CI/dev runs"
     )
+    catalogue: Literal["all", "interacted"] = Field(
+        default="all", description="'interacted' keeps only items that appear in the (sampled) log: small CI/dev runs"
+    )
 
     def resolve(self, path: str | None) -> Path | None:
         """Resolve a data path: absolute stays, relative is taken below ``data_dir``."""

@@ -70,6 +70,11 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.user_sample is not None:
         interactions = sample_users(interactions, config.user_sample, report, str(inter_path))
 
+    if config.catalogue == "interacted":
+        before = items.height
+        items = items.filter(pl.col("item_id").is_in(interactions["item_id"].implode()))
+        report.add(ValidationIssue(str(items_path), config.items.columns.item_id, "catalogue='interacted': items never interacted with left out by config", before - items.height, [], "info", f"dropped {before - items.height:,} rows"))
+        report.counts["items_loaded"] = items.height
     known = interactions["item_id"].is_in(items["item_id"].implode())
     unknown = int((~known).sum())
     if unknown:

@@ -1,0 +1,338 @@
+"""`recsys train`: every stage end to end, resumable, tracked, ending in a verified model bundle.
+
+validate -> content vectors (cached encoders + alignment) -> label fold (ALS, two-tower,
+candidates fitted on data before day D-1, candidates for D-1's buyers) -> reranker (LambdaRank on
+D-1's purchases) -> serving fold (the same retrieval fitted on everything before the test day D)
+-> evaluation on D (baselines, each source, merged candidates, full pipeline, bootstrap lift)
+-> bundle.
+
+Each stage's output is keyed by its inputs (``training/stages.py``): re-running reuses what did
+not change, and a killed run leaves no half-written artifact. One MLflow parent run, a child run
+per stage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.content.vectors import ItemVectors
+from features.ranking import RankingFeatures, build_item_table, user_states
+from recsys.candidates.generator import CandidateGenerator
+from recsys.config import ProjectConfig
+from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
+from recsys.evaluation.bootstrap import paired_bootstrap
+from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, format_table, prepare_evaluation, results_table, score_lists
+from recsys.evaluation.variants import save_lists
+from recsys.models import build_model
+from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
+from training.bundle import Bundle, remove_unfinished, write_bundle
+from training.reranker import build_examples, rerank, train_ranker
+from training.stages import StageResult, StageRunner
+from training.tracking import log_metrics, start_run
+
+log = logging.getLogger(__name__)
+
+USER_CATEGORICAL_LIMIT = 50  # customer attribute values kept as categories (the rest are "other")
+
+
+@dataclass
+class PipelineOutcome:
+    """What `recsys train` produced."""
+
+    bundle: Bundle
+    table: pl.DataFrame
+    stages: dict[str, StageResult]
+    run_id: str
+    seconds: float
+
+
+def ranker_params(config: ProjectConfig) -> LambdaRankParams:
+    """LambdaRank settings from ``extras.ranker`` (a typed section will replace extras)."""
+    raw = dict(config.extras.get("ranker", {}))
+    if "eval_at" in raw:
+        raw["eval_at"] = tuple(raw["eval_at"])
+    return LambdaRankParams(**raw)
+
+
+def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVectors) -> CandidateGenerator:
+    """ALS, two-tower and the merged candidate generator, all fitted on one window."""
+    from features.collaborative import ALSFactors
+    from recsys.models.implicit_models import ALSRecommender
+    from recsys.two_tower.recommender import TwoTowerRecommender
+
+    als = ALSRecommender(config.models.als).fit(data)
+    factors = ALSFactors.fit(data, config.models.als, model=als)
+    tower = TwoTowerRecommender.from_config(config).fit(data, als=factors, vectors=vectors)
+    return CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors)
+
+
+def feature_builder(config: ProjectConfig, data: TrainingData, generator: CandidateGenerator, vectors: ItemVectors) -> RankingFeatures:
+    """The shared feature builder for one fitted retrieval fold (training and serving call this)."""
+    factors: dict[str, np.ndarray] = {}
+    if hasattr(generator, "als"):
+        factors["als"] = generator.als.item_factors
+    if hasattr(generator, "two_tower"):
+        factors["two_tower"] = generator.two_tower.item_vectors
+    table = build_item_table(data, list(config.data.items.columns.categorical), vectors, factors)
+    users = config.data.users
+    categorical: dict[str, list[str]] = {}
+    if users is not None and data.users is not None:
+        for c in users.categorical:
+            counts = data.users[c].cast(pl.String).value_counts(sort=True)
+            categorical[c] = [v for v in counts[c].to_list() if v is not None][:USER_CATEGORICAL_LIMIT]
+    numeric = list(users.numeric) if users is not None else []
+    return RankingFeatures(table, categorical, numeric, list(config.retrieval.candidates.sources))
+
+
+def user_vectors(generator: CandidateGenerator, user_ids: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per factor model, the fitted vectors of the given users (unknown users are absent)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, model, matrix in (
+        ("als", getattr(generator, "als", None), "user_factors"),
+        ("two_tower", getattr(generator, "two_tower", None), "user_vectors"),
+    ):
+        if model is None:
+            continue
+        rows = model.user_index.lookup(user_ids)
+        vecs = getattr(model, matrix)
+        out[name] = {u: vecs[r] for u, r in zip(user_ids, rows) if r >= 0}
+    return out
+
+
+def _attributes(config: ProjectConfig) -> list[str]:
+    users = config.data.users
+    return list(users.categorical) + list(users.numeric) if users is not None else []
+
+
+class Pipeline:
+    """The stages of one training run over one config.
+
+    Args:
+        config: the project config.
+        force: stage names to recompute even when a finished output exists.
+    """
+
+    def __init__(self, config: ProjectConfig, force: set[str] | None = None):
+        self.config = config
+        self.force = force or set()
+
+    def run(self) -> PipelineOutcome:
+        """Run (or reuse) every stage and write the bundle."""
+        start = time.perf_counter()
+        config = self.config
+        remove_unfinished(config.work_path / "bundles")
+        dataset = load_dataset(config.data)
+        setup = prepare_evaluation(dataset, config)
+        split = setup.split
+        if split.validation_start is None or split.test_start is None or split.validation.is_empty():
+            raise ValueError("recsys train needs a global split with validation_days >= 1 (the reranker's label day)")
+        base = {"data": dataset.fingerprint, "split": config.split.model_dump(mode="json"), "sample": config.data.user_sample}
+        with start_run(config, "train", params={"config": config.model_dump(mode="json")}, tags={"kind": "training"}) as parent:
+            runner = StageRunner(config, parent, self.force)
+            content = runner.run("content", {**base, "content": config.content.model_dump(mode="json")}, lambda out: self._content(out, dataset))
+            vectors_fp = content.fingerprint
+            retrieval_inputs = {**base, "content": vectors_fp, "models": config.models.model_dump(mode="json"), "retrieval": config.retrieval.model_dump(mode="json")}
+            label_fold = runner.run("label_fold", retrieval_inputs, lambda out: self._label_fold(out, dataset, setup, content.path))
+            ranker = runner.run("reranker", {"label_fold": label_fold.fingerprint, "ranker": ranker_params(config).__dict__}, lambda out: self._ranker(out, dataset, setup, content.path, label_fold.path))
+            serving_fold = runner.run("serving_fold", retrieval_inputs, lambda out: self._serving_fold(out, setup, content.path))
+            evaluation = runner.run(
+                "evaluate",
+                {"serving_fold": serving_fold.fingerprint, "reranker": ranker.fingerprint, "evaluation": config.evaluation.model_dump()},
+                lambda out: self._evaluate(out, dataset, setup, content.path, serving_fold.path, ranker.path),
+            )
+            table = pl.read_parquet(evaluation.path / "table.parquet")
+            print(format_table(table))
+            log_metrics({f"{r['model']}.{m}": r[m] for r in table.to_dicts() for m in ("map@12", "recall@12", "ndcg@12", "recall@100") if m in r})
+            log_metrics(evaluation.metrics)
+            bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, parent.info.run_id)
+            import mlflow
+
+            mlflow.set_tag("bundle_version", bundle.version)
+            mlflow.log_artifact(str(evaluation.path / "table.parquet"), "evaluation")
+            mlflow.log_text(format_table(table), "evaluation/table.txt")
+            seconds = time.perf_counter() - start
+            mlflow.log_metric("pipeline_seconds", seconds)
+            log.info("bundle %s written in %.0fs total", bundle.path, seconds)
+            return PipelineOutcome(bundle, table, runner.results, parent.info.run_id, seconds)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _content(self, out: Path, dataset: Dataset) -> dict[str, float]:
+        from features.content.pipeline import run_content
+
+        result = run_content(self.config, dataset, train=True, progress=True)
+        shutil.copy2(result.vectors_path, out / "item_vectors.npz")
+        (out / "content.json").write_text(json.dumps({"encoder": result.encoder, "heads_dir": str(result.heads_dir) if result.heads_dir else None, "mlflow_run_id": result.run_id}, indent=2))
+        return {f"content.{k}": float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+
+    def _label_fold(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path) -> dict[str, float]:
+        split = setup.split
+        data = TrainingData.build(split.train, dataset.items, dataset.users, as_of=split.validation_start)
+        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        generator = fit_retrieval(self.config, data, vectors)
+        users = [u for u in split.validation["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
+        truth = ground_truth(split.validation, users)
+        candidates = generator.generate(users)
+        recall = float(np.mean([len(set(truth[u]) & {c.item_id for c in candidates[u]}) / len(truth[u]) for u in users])) if users else 0.0
+        generator.save(out / "generator")
+        _save_candidates(candidates, out / "candidates.parquet")
+        return {"label_users": float(len(users)), "label_candidate_recall": recall}
+
+    def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path) -> dict[str, float]:
+        split = setup.split
+        data = TrainingData.build(split.train, dataset.items, dataset.users, as_of=split.validation_start)
+        generator = CandidateGenerator.load(fold_dir / "generator")
+        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        features = feature_builder(self.config, data, generator, vectors)
+        candidates = _load_candidates(fold_dir / "candidates.parquet")
+        users = list(candidates)
+        truth = ground_truth(split.validation, users)
+        states = user_states(data, users, _attributes(self.config), user_vectors(generator, users))
+        examples = build_examples(features, states, candidates, data.item_index, features.sources, truth)
+        model, metrics = train_ranker(examples, features, ranker_params(self.config))
+        model.save(out / "ranker")
+        importance = model.importance()
+        (out / "importance.json").write_text(json.dumps(importance, indent=2))
+        log.info("top features: %s", ", ".join(f"{k}={v:.0f}" for k, v in list(importance.items())[:10]))
+        return metrics
+
+    def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path) -> dict[str, float]:
+        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        start = time.perf_counter()
+        generator = fit_retrieval(self.config, setup.train, vectors)
+        seconds = time.perf_counter() - start
+        generator.save(out / "generator")
+        candidates = generator.generate(setup.users)
+        _save_candidates(candidates, out / "candidates.parquet")
+        return {"retrieval_fit_seconds": seconds, "test_users": float(len(setup.users))}
+
+    def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
+        config = self.config
+        cfg = config.evaluation
+        k_max = max(cfg.k, *cfg.recall_ks)
+        generator = CandidateGenerator.load(fold_dir / "generator")
+        candidates = _load_candidates(fold_dir / "candidates.parquet")
+        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        lists: dict[str, dict[str, list[str]]] = {}
+        lists["popularity"] = build_model("popularity", config).fit(setup.train).recommend(setup.users, k_max).as_dict()
+        lists["history"] = generator.history.recommend(setup.users, k_max).as_dict()
+        if hasattr(generator, "als"):
+            lists["als"] = generator.als.recommend(setup.users, k_max).as_dict()
+        lists["content"] = build_model("content", config).fit(setup.train).recommend(setup.users, k_max).as_dict()
+        if hasattr(generator, "two_tower"):
+            lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max).as_dict()
+        lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
+        features = feature_builder(config, setup.train, generator, vectors)
+        states = user_states(setup.train, setup.users, _attributes(config), user_vectors(generator, setup.users))
+        examples = build_examples(features, states, candidates, setup.train.item_index, features.sources)
+        ranker = LambdaRankModel.load(ranker_dir / "ranker")
+        reranked = rerank(ranker, examples, setup.train.item_index.ids, k_max)
+        # Items the ranker never saw (fewer candidates than k_max) keep the merged order after it.
+        lists["reranked"] = {u: _fill(reranked.get(u, []), lists["candidates"][u], k_max) for u in setup.users}
+        results: list[ModelEvaluation] = [score_lists(name, recs, setup, cfg) for name, recs in lists.items()]
+        table = results_table(results, cfg)
+        table.write_parquet(out / "table.parquet")
+        for name, recs in lists.items():
+            save_lists(recs, out / "lists" / f"{name}.parquet")
+        per_user = pl.DataFrame({"user_id": setup.users}).with_columns(
+            *[pl.Series(f"{r.name}.{m}", r.per_user[m].to_list()) for r in results for m in (f"map@{cfg.k}", f"recall@{max(cfg.recall_ks)}")]
+        )
+        per_user.write_parquet(out / "per_user.parquet")
+        by_name = {r.name: r for r in results}
+        metric = f"map@{cfg.k}"
+        single = [n for n in ("popularity", "history", "als", "content", "two_tower") if n in by_name]
+        best = max(single, key=lambda n: by_name[n].summary[metric])
+        lift = paired_bootstrap(by_name[best].per_user[metric].to_numpy(), by_name["reranked"].per_user[metric].to_numpy(), cfg.bootstrap_samples, seed=cfg.seed)
+        vs_merged = paired_bootstrap(by_name["candidates"].per_user[metric].to_numpy(), by_name["reranked"].per_user[metric].to_numpy(), cfg.bootstrap_samples, seed=cfg.seed)
+        summary = {
+            "best_single_source": best,
+            "lift": lift.__dict__,
+            "lift_vs_merged_order": vs_merged.__dict__,
+        }
+        (out / "lift.json").write_text(json.dumps(summary, indent=2))
+        print(
+            f"reranker vs best single source ({best}) on {metric}: {lift.mean_b:.4f} vs {lift.mean_a:.4f}, "
+            f"lift {lift.relative:+.1%}, 95% CI of the difference [{lift.low:+.4f}, {lift.high:+.4f}]"
+        )
+        return {
+            "reranked_map": by_name["reranked"].summary[metric],
+            "best_single_map": by_name[best].summary[metric],
+            "lift_relative": lift.relative,
+            "lift_ci_low": lift.low,
+            "lift_ci_high": lift.high,
+            "candidates_recall_at_max": by_name["candidates"].summary[f"recall@{max(cfg.recall_ks)}"],
+        }
+
+    def _bundle(
+        self, dataset: Dataset, setup: EvaluationSetup, content: StageResult, serving: StageResult, ranker: StageResult, evaluation: StageResult, run_id: str
+    ) -> Bundle:
+        """Everything the server needs, self-contained except the photos (served from the image root)."""
+        config = self.config
+        content_info = json.loads((content.path / "content.json").read_text())
+
+        def populate(d: Path) -> None:
+            (d / "data").mkdir()
+            # The serving fold's exact inputs: the server rebuilds the same TrainingData from them.
+            setup.train.items.write_parquet(d / "data" / "items.parquet")
+            setup.train.interactions.write_parquet(d / "data" / "history.parquet")
+            if setup.train.users is not None:
+                setup.train.users.write_parquet(d / "data" / "users.parquet")
+            if content_info.get("heads_dir"):
+                shutil.copytree(content_info["heads_dir"], d / "content_heads")
+            shutil.copytree(serving.path / "generator", d / "generator")
+            shutil.copytree(ranker.path / "ranker", d / "ranker")
+            shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
+            shutil.copy2(evaluation.path / "table.parquet", d / "evaluation.parquet")
+            shutil.copy2(evaluation.path / "lift.json", d / "lift.json")
+            (d / "config.json").write_text(config.model_dump_json(indent=2))
+
+        info: dict[str, Any] = {
+            "project": config.name,
+            "mlflow_run_id": run_id,
+            "data_fingerprint": dataset.fingerprint,
+            "stages": {"content": content.fingerprint, "serving_fold": serving.fingerprint, "reranker": ranker.fingerprint, "evaluate": evaluation.fingerprint},
+            "metrics": evaluation.metrics,
+            "image_root": str(dataset.images.root) if dataset.images.root else None,
+            "image_template": dataset.images.template,
+            "as_of": setup.train.as_of.isoformat(),
+            "content_encoder": content_info.get("encoder"),
+        }
+        return write_bundle(config.work_path / "bundles", populate, info)
+
+
+def _fill(primary: list[str], fallback: list[str], k: int) -> list[str]:
+    seen = set(primary)
+    return (primary + [i for i in fallback if i not in seen])[:k]
+
+
+def _save_candidates(candidates: dict[str, list[Any]], path: Path) -> None:
+    rows = [
+        {"user_id": u, "item_id": c.item_id, "score": c.score, "ranks": json.dumps(c.ranks)}
+        for u, cands in candidates.items()
+        for c in cands
+    ]
+    frame = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64, "ranks": pl.String})
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+
+
+def _load_candidates(path: Path) -> dict[str, list[Any]]:
+    from recsys.candidates.merge import Candidate
+
+    frame = pl.read_parquet(path)
+    out: dict[str, list[Any]] = {}
+    for u, item, score, ranks in frame.iter_rows():
+        out.setdefault(u, []).append(Candidate(item, score, json.loads(ranks)))
+    return out
+
