@@ -12,11 +12,10 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
-import torch
 
 from features.collaborative import ALSFactors
 from features.content.standin import load_or_build
@@ -25,8 +24,10 @@ from recsys.config import ALSConfig, ProjectConfig, RetrievalConfig, TwoTowerCon
 from recsys.data.interactions import TrainingData
 from recsys.models.base import ScoringRecommender
 from recsys.two_tower.features import ItemTable, build_item_table, inference_queries, training_examples, user_attributes
-from recsys.two_tower.model import TowerSpec, TwoTower
-from recsys.two_tower.train import TrainResult, ValidationSet, item_vectors, train, user_vectors
+from recsys.two_tower.spec import TowerSpec
+
+if TYPE_CHECKING:
+    from recsys.two_tower.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,29 @@ class TwoTowerRecommender(ScoringRecommender):
         hook = self.on_epoch
         return lambda epoch, metrics: hook(stage, epoch, metrics)
 
+    def early_stopping_run(self, data: TrainingData, truth: dict[int, np.ndarray], vectors: ItemVectors) -> TrainResult:
+        """Train on ``data`` with early stopping on Recall@k of ``truth`` (held-out items per user row).
+
+        Also keeps, in memory only, the held-out users' ids and the run's user and item vectors
+        (``holdout_user_ids``, ``holdout_user_vectors``, ``holdout_item_vectors``) so a caller can
+        tune downstream stages on the same held-out window without training again.
+        """
+        from recsys.two_tower.train import ValidationSet, item_vectors, train, user_vectors
+
+        c = self.config
+        spec, items, als, attrs = self._prepare(data, vectors, None)
+        queries, targets = training_examples(data, items, als, attrs, c.recency_half_life_days, c.max_history)
+        rows = np.asarray(sorted(truth), dtype=np.int64)
+        val_queries = inference_queries(data, rows, items, als, attrs, c.recency_half_life_days, c.max_history)
+        val = ValidationSet(val_queries, [truth[r] for r in rows])
+        log.info("two-tower early-stopping run: %d examples, %d validation users", len(targets), len(rows))
+        tower, result = train(spec, c, items, queries, targets, val, on_epoch=self._callback("validation"))
+        self.last_tower = tower
+        self.holdout_user_ids = data.user_index.ids[rows]
+        self.holdout_user_vectors = user_vectors(tower, spec, items, val_queries)
+        self.holdout_item_vectors = item_vectors(tower, spec, items)
+        return result
+
     def fit(self, data: TrainingData, als: ALSFactors | None = None, vectors: ItemVectors | None = None) -> Self:
         """Fit on a window: early-stopping run on its first days, then a refit on all of it.
 
@@ -146,20 +170,15 @@ class TwoTowerRecommender(ScoringRecommender):
             als: ALS factors already fitted on ``data`` (fitted here when None).
             vectors: content vectors (read from the configured file, or the stand-in, when None).
         """
+        from recsys.two_tower.train import item_vectors, train, user_vectors
+
         c = self.config
         self._fit_common(data)
         vectors = vectors or self.features.vectors(data.items)
         epochs = c.max_epochs
         if c.validation_days:
             inner, truth = holdout(data, c.validation_days)
-            spec, items, inner_als, attrs = self._prepare(inner, vectors, None)
-            queries, targets = training_examples(inner, items, inner_als, attrs, c.recency_half_life_days, c.max_history)
-            rows = np.asarray(sorted(truth), dtype=np.int64)
-            val = ValidationSet(
-                inference_queries(inner, rows, items, inner_als, attrs, c.recency_half_life_days, c.max_history), [truth[r] for r in rows]
-            )
-            log.info("two-tower early-stopping run: %d examples, %d validation users", len(targets), len(rows))
-            _, self.validation_result = train(spec, c, items, queries, targets, val, on_epoch=self._callback("validation"))
+            self.validation_result = self.early_stopping_run(inner, truth, vectors)
             epochs = self.validation_result.best_epoch
         spec, items, full_als, attrs = self._prepare(data, vectors, als)
         queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history)
@@ -185,6 +204,10 @@ class TwoTowerRecommender(ScoringRecommender):
 
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        import torch
+
+        from recsys.two_tower.model import TwoTower
+
         model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**params["features"]))
         model._load_common(arrays)
         model.item_vectors, model.user_vectors = arrays["item_vectors"], arrays["user_vectors"]

@@ -1,0 +1,187 @@
+"""The candidate generator: every source fitted on one window, merged into one list per user.
+
+As a :class:`~recsys.models.base.Recommender` (registry name ``candidates``) it is evaluated by
+the same harness as any model: ``recommend(users, k)`` returns the top k of the merged list.
+:meth:`CandidateGenerator.generate` returns the full candidates with each source's rank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from features.content.vectors import ItemVectors
+from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
+from recsys.data.interactions import TrainingData
+from recsys.index.faiss_index import ItemIndex
+from recsys.models.base import Recommendations, Recommender, write_atomic_dir
+from recsys.models.history import HistoryRecommender
+from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
+from recsys.candidates import sources as src
+from recsys.candidates.merge import Candidate, SourceLists, merge
+from recsys.two_tower.recommender import TwoTowerRecommender
+
+log = logging.getLogger(__name__)
+
+
+class CandidateGenerator(Recommender):
+    """Several retrieval sources merged by weighted reciprocal-rank fusion.
+
+    Args:
+        config: sources, sizes and fusion weights.
+        index_config: FAISS settings for the two-tower and content indexes.
+        components: factories for the fitted parts (history, als, copurchase, two_tower).
+    """
+
+    name = "candidates"
+
+    def __init__(self, config: CandidatesConfig, index_config: IndexConfig, project: ProjectConfig | None = None):
+        self.config = config
+        self.index_config = index_config
+        self.project = project
+        self.weights: dict[str, float] = dict(config.weights)
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> Self:
+        return cls(config.retrieval.candidates, config.retrieval.index, config)
+
+    def fit(
+        self,
+        data: TrainingData,
+        two_tower: TwoTowerRecommender | None = None,
+        als: ALSRecommender | None = None,
+        vectors: ItemVectors | None = None,
+    ) -> Self:
+        """Fit every configured source on ``data`` (pass already-fitted parts to reuse them).
+
+        Args:
+            data: the window.
+            two_tower: a two-tower fitted on ``data``.
+            als: an ALS fitted on ``data``.
+            vectors: content vectors (else the configured file or the stand-in).
+        """
+        c, p = self.config, self.project
+        wanted = set(c.sources)
+        self.history = HistoryRecommender(c.popularity_days).fit(data)
+        if "als" in wanted:
+            self.als = als or ALSRecommender(p.models.als if p else None).fit(data)
+        if "copurchase" in wanted:
+            self.knn = ItemKNNRecommender(p.models.itemknn if p else None).fit(data)
+        if "two_tower" in wanted:
+            if two_tower is None:
+                if p is None:
+                    raise ValueError("candidates: the two_tower source needs a fitted two-tower or a project config")
+                two_tower = TwoTowerRecommender.from_config(p).fit(data)
+            self.two_tower = two_tower
+            self.tower_index = ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
+        if "content" in wanted:
+            if vectors is None:
+                if p is None:
+                    raise ValueError("candidates: the content source needs content vectors or a project config")
+                from recsys.two_tower.recommender import FeatureSettings
+
+                vectors = FeatureSettings.from_config(p).vectors(data.items)
+            self.content = vectors.aligned(data.item_index.ids, p.retrieval.content_kind if p else "fused")
+            # Items bought in the window: the assortment still on sale (a week-old catalogue entry
+            # that nobody bought is rarely bought tomorrow).
+            active = np.flatnonzero(np.diff(data.user_items.tocsc().indptr))
+            self.content_index = ItemIndex.build(data.item_index.ids[active], self.content[active], self.index_config)
+        return self
+
+    def source_lists(self, user_ids: Sequence[str], k: int | None = None) -> dict[str, SourceLists]:
+        """Each configured source's ranked list per user (``k`` items each, default ``per_source``)."""
+        k = k or self.config.per_source
+        users = list(user_ids)
+        out: dict[str, SourceLists] = {}
+        for source in self.config.sources:
+            start = time.perf_counter()
+            if source == "history":
+                out[source] = src.history_lists(self.history, users, k)
+            elif source == "als":
+                out[source] = src.model_lists(self.als, users, k)
+            elif source == "copurchase":
+                out[source] = src.copurchase_lists(self.knn, self.history, users, k, self.config.recent_items)
+            elif source == "two_tower":
+                rows = self.two_tower.user_index.lookup(users)
+                known = rows >= 0
+                vectors = self.two_tower.user_vectors[np.clip(rows, 0, None)]
+                lists = src.index_lists(self.tower_index, users, vectors, k)
+                out[source] = {u: (lists[u] if ok else []) for u, ok in zip(users, known)}
+            elif source == "content":
+                out[source] = src.content_lists(self.content, self.content_index, self.history, users, k, self.config.recent_items)
+            elif source == "popularity":
+                out[source] = src.popularity_lists(self.history, users, k)
+            self.timings[source] = time.perf_counter() - start
+        return out
+
+    def generate(self, user_ids: Sequence[str], size: int | None = None) -> dict[str, list[Candidate]]:
+        """Merged candidates per user with each source's rank."""
+        lists = self.source_lists(user_ids)
+        return merge(lists, list(user_ids), size or self.config.size, self.weights, self.config.rrf_k)
+
+    def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False) -> Recommendations:
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        merged = self.generate(user_ids, max(k, self.config.size))
+        items, scores = [], []
+        for user in user_ids:
+            cands = merged[user]
+            if exclude_seen:
+                seen = set(src.history_lists(self.history, [user], 10**6)[user])
+                cands = [c for c in cands if c.item_id not in seen]
+            items.append([c.item_id for c in cands[:k]])
+            scores.append([c.score for c in cands[:k]])
+        return Recommendations(list(user_ids), items, scores)
+
+    # Composite storage: every part in its own subdirectory, this object's settings in model.json.
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        meta = {"format_version": 1, "class": self.name, "params": self._params()}
+        arrays: dict[str, np.ndarray] = {}
+        if hasattr(self, "content"):
+            arrays = {"content": self.content, "content_ids": self.content_index.item_ids}
+        out = write_atomic_dir(directory, meta, arrays)
+        for part in ("history", "als", "knn", "two_tower"):
+            if hasattr(self, part):
+                getattr(self, part).save(out / part)
+        return out
+
+    def _params(self) -> dict[str, Any]:
+        return {"config": self.config.model_dump(), "index": self.index_config.model_dump(), "weights": self.weights}
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        directory = Path(directory)
+        meta = json.loads((directory / "model.json").read_text())
+        if meta.get("class") != cls.name:
+            raise ValueError(f"{directory} holds a {meta.get('class')!r} model, not {cls.name!r}")
+        params = meta["params"]
+        model = cls(CandidatesConfig(**params["config"]), IndexConfig(**params["index"]))
+        model.weights = dict(params["weights"])
+        model.history = HistoryRecommender.load(directory / "history")
+        for part, kind in (("als", ALSRecommender), ("knn", ItemKNNRecommender), ("two_tower", TwoTowerRecommender)):
+            if (directory / part).is_dir():
+                setattr(model, part, kind.load(directory / part))
+        if hasattr(model, "two_tower"):
+            model.tower_index = ItemIndex.build(model.two_tower.item_index.ids, model.two_tower.item_vectors, model.index_config)
+        with np.load(directory / "arrays.npz", allow_pickle=False) as z:
+            if "content" in z.files:
+                model.content = z["content"]
+                ids = z["content_ids"]
+                rows = model.history.item_index.lookup(ids)
+                model.content_index = ItemIndex.build(ids, model.content[rows], model.index_config)
+        return model
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover - save/load are overridden
+        raise NotImplementedError
+
+    @classmethod
+    def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:  # pragma: no cover
+        raise NotImplementedError

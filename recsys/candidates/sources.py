@@ -1,0 +1,116 @@
+"""Candidate sources: each turns a batch of users into one ranked item list per user.
+
+history      the user's own purchases, latest first (re-purchase is the strongest signal here)
+two_tower    nearest items to the user-tower vector in the FAISS item index
+als          implicit ALS top items
+copurchase   item-kNN (co-purchase) neighbours of the user's most recent items
+content      items whose content vector is closest to the centroid of the recent items
+popularity   the most bought items of the last days (the same list for everybody)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.evaluation.metrics import top_k_indices
+from recsys.index.faiss_index import ItemIndex
+from recsys.models.base import ScoringRecommender
+from recsys.models.history import HistoryRecommender
+from recsys.models.implicit_models import ItemKNNRecommender
+
+SourceLists = dict[str, list[str]]
+
+
+def recent_items(history: HistoryRecommender, user_rows: np.ndarray, n: int) -> sp.csr_matrix:
+    """(len(user_rows), n_items) weights of each user's ``n`` latest items (1, 1/2, 1/3 ... by recency).
+
+    Unknown users (row -1) get empty rows.
+    """
+    data, indices, indptr = [], [], [0]
+    for r in user_rows:
+        if r < 0:
+            indptr.append(indptr[-1])
+            continue
+        start, end = history.history.indptr[r], history.history.indptr[r + 1]
+        cols, vals = history.history.indices[start:end], history.history.data[start:end]
+        order = np.lexsort((cols, -vals))[:n]  # history scores are 1 + 1/(rank+1): higher = more recent
+        data.extend((vals[order] - 1.0).tolist())
+        indices.extend(cols[order].tolist())
+        indptr.append(indptr[-1] + len(order))
+    return sp.csr_matrix(
+        (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+        shape=(len(user_rows), history.history.shape[1]),
+    )
+
+
+def history_lists(history: HistoryRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+    """The user's purchased items, latest first (no popularity fill)."""
+    rows = history.user_index.lookup(list(user_ids))
+    out: SourceLists = {}
+    for user, r in zip(user_ids, rows):
+        if r < 0:
+            out[user] = []
+            continue
+        start, end = history.history.indptr[r], history.history.indptr[r + 1]
+        cols, vals = history.history.indices[start:end], history.history.data[start:end]
+        order = np.lexsort((cols, -vals))[:k]
+        out[user] = history.item_index.ids[cols[order]].tolist()
+    return out
+
+
+def model_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+    """Top-k of any scoring recommender (ALS, BPR ...), seen items kept."""
+    return model.recommend(list(user_ids), k, exclude_seen=False).as_dict()
+
+
+def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndarray, k: int) -> SourceLists:
+    """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors)."""
+    return dict(zip(user_ids, index.search_ids(user_vectors, k)))
+
+
+def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int) -> SourceLists:
+    """Co-purchase neighbours of the latest ``recent`` items, weighted by recency.
+
+    Items with no neighbour score are not proposed (the list may be shorter than k).
+    """
+    rows = history.user_index.lookup(list(user_ids))
+    out: SourceLists = {}
+    for start in range(0, len(rows), 512):
+        part = rows[start : start + 512]
+        scores = np.asarray((recent_items(history, part, recent) @ knn.similarity).todense(), dtype=np.float32)
+        top = top_k_indices(scores, k)
+        for j, user in enumerate(user_ids[start : start + 512]):
+            keep = top[j][scores[j, top[j]] > 0]
+            out[user] = knn.item_index.ids[keep].tolist()
+    return out
+
+
+def content_lists(
+    content: np.ndarray, index: ItemIndex, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int
+) -> SourceLists:
+    """Items closest in content to the recency-weighted centroid of the user's latest items.
+
+    Args:
+        content: (n_items, d) content vectors aligned with the history model's item rows.
+        index: FAISS index over the content vectors of the items that may be proposed.
+        history: the history model (recent items).
+        user_ids: users.
+        k: list length.
+        recent: how many latest items form the centroid.
+    """
+    rows = history.user_index.lookup(list(user_ids))
+    weights = recent_items(history, rows, recent)
+    centroid = np.asarray(weights @ content, dtype=np.float32)
+    norms = np.linalg.norm(centroid, axis=1, keepdims=True)
+    centroid = centroid / np.maximum(norms, 1e-12)
+    lists = index.search_ids(centroid, k)
+    return {u: (items if n > 0 else []) for u, items, n in zip(user_ids, lists, norms[:, 0])}
+
+
+def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+    """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model)."""
+    top = model.item_index.ids[top_k_indices(model.fallback_scores, k)].tolist()
+    return {u: list(top) for u in user_ids}

@@ -1,0 +1,152 @@
+"""FAISS inner-product index over item-tower vectors: exact when small, HNSW when large.
+
+A flat (exact) index scans every item: fine up to tens of thousands of items. Above
+``exact_max_items`` an HNSW graph answers in sub-linear time; :func:`ann_recall` measures
+how much of the exact top k it returns, so the trade-off is a number, not a hope.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import faiss
+import numpy as np
+
+from recsys.config import IndexConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ItemIndex:
+    """Item ids plus a FAISS index whose row ``i`` is ``item_ids[i]``.
+
+    Attributes:
+        item_ids: external ids in index order.
+        index: the FAISS index (IndexFlatIP or IndexHNSWFlat with inner product).
+        kind: "exact" or "hnsw".
+    """
+
+    item_ids: np.ndarray
+    index: faiss.Index
+    kind: str
+
+    @classmethod
+    def build(cls, item_ids: np.ndarray, vectors: np.ndarray, config: IndexConfig | None = None, threads: int = 2) -> Self:
+        """Index ``vectors`` (n x d, scored by inner product).
+
+        Args:
+            item_ids: one id per row.
+            vectors: float32 item vectors.
+            config: exact/HNSW threshold and HNSW parameters.
+            threads: FAISS OpenMP threads (the machine is shared).
+
+        Raises:
+            ValueError: shapes disagree or the vectors are not finite.
+        """
+        config = config or IndexConfig()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
+            raise ValueError(f"index: {len(item_ids)} ids but vectors of shape {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("index: item vectors contain NaN or inf")
+        faiss.omp_set_num_threads(threads)
+        d = vectors.shape[1]
+        if len(item_ids) <= config.exact_max_items:
+            index: faiss.Index = faiss.IndexFlatIP(d)
+            kind = "exact"
+        else:
+            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = config.ef_construction
+            index.hnsw.efSearch = config.ef_search
+            kind = "hnsw"
+        index.add(vectors)
+        return cls(np.asarray(item_ids, dtype=str), index, kind)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.kind == "hnsw":
+            # efSearch below k would cap the result list; widen it for this call.
+            self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
+        scores, rows = self.index.search(q, min(k, len(self)))
+        return rows, scores
+
+    def search_ids(self, queries: np.ndarray, k: int) -> list[list[str]]:
+        """Top-k item ids per query."""
+        rows, _ = self.search(queries, k)
+        return [self.item_ids[r[r >= 0]].tolist() for r in rows]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``index.faiss`` + ``items.npz`` + ``index.json`` atomically (temp dir, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            np.savez(tmp / "items.npz", item_ids=self.item_ids.astype(str))
+            (tmp / "index.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": self.kind, "n": len(self)}))
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+                directory.rename(old)
+                tmp.rename(directory)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            ValueError: missing files, a foreign format version, or ids that disagree with the index.
+        """
+        directory = Path(directory)
+        meta_path = directory / "index.json"
+        if not meta_path.is_file():
+            raise ValueError(f"{directory}: not an item index (no index.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: unsupported format_version {meta.get('format_version')}")
+        index = faiss.read_index(str(directory / "index.faiss"))
+        with np.load(directory / "items.npz", allow_pickle=False) as z:
+            ids = z["item_ids"]
+        if len(ids) != index.ntotal:
+            raise ValueError(f"{directory}: {len(ids)} ids for an index of {index.ntotal} vectors")
+        return cls(ids, index, meta["kind"])
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Exact inner-product top-k rows (FAISS flat search; the reference for :func:`ann_recall`)."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, rows = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return rows
+
+
+def ann_recall(index: ItemIndex, queries: np.ndarray, vectors: np.ndarray, k: int = 100) -> float:
+    """Share of the exact top-k rows that the index returns, averaged over queries.
+
+    Args:
+        index: the index under test (built over ``vectors``).
+        queries: query vectors.
+        vectors: the indexed item vectors (for the exact reference).
+        k: list length.
+    """
+    exact = exact_top_k(queries, vectors, k)
+    approx, _ = index.search(queries, k)
+    hits = [len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) / max(int((e >= 0).sum()), 1) for a, e in zip(approx, exact)]
+    return float(np.mean(hits)) if hits else float("nan")

@@ -1,0 +1,201 @@
+"""The two-tower: feature shapes, the KJT batch, the loss, cold items, determinism and save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from features.collaborative import ALSFactors
+from features.content.standin import build_standin_vectors
+from recsys.config import ProjectConfig, TwoTowerConfig
+from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.two_tower.batching import make_batch
+from recsys.two_tower.features import build_item_table, inference_queries, training_examples, user_attributes
+from recsys.two_tower.loss import log_sampling_probability, sampled_softmax_loss
+from recsys.two_tower.model import TwoTower
+from recsys.two_tower.recommender import TwoTowerRecommender
+from tests.conftest import make_shop, shop_config
+
+SMALL = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 3, "patience": 1, "validation_k": 10}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, TrainingData]:
+    tmp = tmp_path_factory.mktemp("two_tower")
+    config = shop_config(make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work", retrieval={"standin_dim": 8, "two_tower": SMALL})
+    ds = load_dataset(config.data)
+    split = split_by_time(ds.interactions, config.split)
+    return config, TrainingData.build(split.history, ds.items, ds.users, as_of=split.test_start)
+
+
+@pytest.fixture(scope="module")
+def fitted(world: tuple[ProjectConfig, TrainingData]) -> TwoTowerRecommender:
+    config, data = world
+    return TwoTowerRecommender.from_config(config).fit(data)
+
+
+def parts(config: ProjectConfig, data: TrainingData):  # noqa: ANN201 - test helper
+    model = TwoTowerRecommender.from_config(config)
+    vectors = build_standin_vectors(data.items, config.data.items.columns.text, 8)
+    spec, items, als, attrs = model._prepare(data, vectors, None)
+    return model, spec, items, als, attrs
+
+
+def test_training_examples_see_only_the_past() -> None:
+    import datetime as dt
+
+    import polars as pl
+
+    from features.content.vectors import ItemVectors
+    from recsys.config import ALSConfig
+
+    day = lambda d: dt.datetime(2024, 1, d)  # noqa: E731
+    inter = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b"],
+            "item_id": ["x", "y", "z", "x", "y"],
+            "timestamp": [day(1), day(2), day(3), day(1), day(1)],
+            "weight": [1.0] * 5,
+            "price": [1.0, 2.0, 3.0, 1.0, 2.0],
+        }
+    ).with_columns(pl.col("weight").cast(pl.Float32), pl.col("price").cast(pl.Float32))
+    catalogue = pl.DataFrame({"item_id": ["x", "y", "z", "w"], "kind": ["k1", "k1", "k2", "k2"]})
+    data = TrainingData.build(inter, catalogue, None, as_of=day(4))
+    ids = np.asarray(["x", "y", "z", "w"])
+    vec = np.eye(4, dtype=np.float32)
+    vectors = ItemVectors(ids, np.zeros_like(vec), vec, vec, np.zeros(4, dtype=bool), "test")
+    als = ALSFactors.fit(data, ALSConfig(factors=2, iterations=2, weighting="none"))
+    items = build_item_table(data, vectors, als, ["kind"])
+    queries, targets = training_examples(data, items, als, user_attributes(data, [], []), half_life=1.0, max_history=50)
+    name = lambda rows: [str(ids[r]) for r in rows]  # noqa: E731
+    got = {}
+    for q in range(len(queries)):
+        lo, hi = queries.hist_indptr[q], queries.hist_indptr[q + 1]
+        user = str(data.user_index.ids[queries.user_rows[q]])
+        got[(user, str(ids[targets[q]]))] = (name(queries.hist_items[lo:hi]), queries.hist_weights[lo:hi].tolist())
+    # a's first purchase has no history (dropped); later targets see earlier and same-day items only.
+    assert set(got) == {("a", "y"), ("a", "z"), ("b", "x"), ("b", "y")}
+    assert got[("a", "y")] == (["x"], [1.0])
+    hist, weights = got[("a", "z")]
+    assert hist == ["y", "x"] and weights[0] == pytest.approx(2 / 3)  # half-life 1 day: y weighs twice x
+    assert got[("b", "x")][0] == ["y"] and got[("b", "y")][0] == ["x"]
+    # dense: ALS fold-in | content centroid | customer attributes | 2 history statistics
+    assert queries.dense.shape[1] == als.dim + 4 + 1 + 2
+
+
+def test_tower_shapes_and_kjt_batch(world: tuple[ProjectConfig, TrainingData]) -> None:
+    config, data = world
+    _, spec, items, als, attrs = parts(config, data)
+    queries, targets = training_examples(data, items, als, attrs, 2.0, 50)
+    idx = np.arange(6)
+    extra = np.array([0, 1, 2, 3])
+    batch = make_batch(spec, queries.subset(idx), items, np.concatenate([targets[idx], extra]))
+    assert batch.features.keys() == spec.keys
+    assert batch.features.stride() == 10  # rows = max(queries, items)
+    lengths = batch.features.to_dict()
+    assert lengths["user_id"].lengths()[6:].sum() == 0, "item-only rows carry no query"
+    assert (lengths["cat_colour"].lengths() == 1).all()
+    torch.manual_seed(0)
+    tower = TwoTower(spec)
+    users, cands = tower(batch.features, batch.user_dense, batch.item_dense)
+    assert users.shape == cands.shape == (10, tower.output_dim)
+    assert torch.isfinite(users).all() and torch.isfinite(cands).all()
+
+
+def test_loss_applies_logq_and_masks_accidental_hits() -> None:
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    ids = torch.tensor([5, 6, 5])  # the third row repeats query 0's positive: not a negative
+    loss = sampled_softmax_loss(users, items, ids, None, temperature=1.0)
+    expected_0 = -torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[0]  # row 2 masked
+    expected_1 = -torch.log_softmax(torch.tensor([0.0, 1.0, 0.0]), 0)[1]
+    assert torch.isclose(loss, (expected_0 + expected_1) / 2)
+    counts = torch.tensor([0.0] * 5 + [3.0, 1.0])
+    log_q = log_sampling_probability(counts, ids, batch_size=2, extra=0, n_candidates=7)
+    assert torch.allclose(log_q, torch.log(torch.tensor([1.5, 0.5, 1.5])))
+    corrected = sampled_softmax_loss(users, items, ids, log_q, temperature=1.0)
+    assert corrected > loss  # the popular positive of query 0 is discounted
+
+
+def test_cold_items_get_vectors_from_content_and_metadata(fitted: TwoTowerRecommender, world: tuple[ProjectConfig, TrainingData]) -> None:
+    from recsys.two_tower.train import item_vectors
+
+    items = fitted.item_table
+    assert items.known.any()
+    # A cold twin of every known item: same metadata and content, no id, no ALS factors, no price.
+    twin = type(items)(**{**items.__dict__})
+    twin.known = np.zeros_like(items.known)
+    content_dim = fitted.spec.content_dim
+    twin.dense = items.dense.copy()
+    twin.dense[:, content_dim:] = 0.0
+    cold = item_vectors(fitted.tower, fitted.spec, twin)
+    warm = fitted.item_vectors
+    assert np.isfinite(cold).all() and (np.linalg.norm(cold, axis=1) > 0).all()
+    # The twin lands closer to its own item than to the average other item.
+    sims = (cold / np.linalg.norm(cold, axis=1, keepdims=True)) @ (warm / np.linalg.norm(warm, axis=1, keepdims=True)).T
+    own = np.diag(sims)
+    other = (sims.sum(axis=1) - own) / (len(own) - 1)
+    assert (own > other).mean() > 0.9
+
+
+def test_cold_item_ids_are_never_looked_up(world: tuple[ProjectConfig, TrainingData]) -> None:
+    config, data = world
+    _, spec, items, _, _ = parts(config, data)
+    items.known[:] = False
+    batch = make_batch(spec, None, items, np.arange(items.n_items))
+    assert int(batch.features["item_id"].lengths().sum()) == 0
+
+
+def test_fit_reports_training_and_validation(fitted: TwoTowerRecommender) -> None:
+    assert fitted.validation_result is not None and fitted.train_result is not None
+    v = fitted.validation_result
+    assert 1 <= v.best_epoch <= v.epochs <= SMALL["max_epochs"]
+    assert all(np.isfinite(h["loss"]) and h["examples_per_second"] > 0 for h in v.history)
+    assert "val_recall_at_10" in v.history[0]
+    assert fitted.train_result.epochs == v.best_epoch, "the refit runs the best epoch count"
+    assert fitted.user_vectors.shape == (fitted.spec.n_users, fitted.tower.output_dim)
+
+
+def test_save_load_round_trip(fitted: TwoTowerRecommender, world: tuple[ProjectConfig, TrainingData], tmp_path: Path) -> None:
+    _, data = world
+    users = data.user_index.ids[:8].tolist()
+    loaded = TwoTowerRecommender.load(fitted.save(tmp_path / "tt"))
+    assert loaded.recommend(users, 5).item_ids == fitted.recommend(users, 5).item_ids
+    for key, value in fitted.tower.state_dict().items():
+        assert torch.equal(value, loaded.tower.state_dict()[key]), key
+
+
+def test_als_fold_in_matches_trained_user_factors(world: tuple[ProjectConfig, TrainingData], tmp_path: Path) -> None:
+    config, data = world
+    als = ALSFactors.fit(data, config.models.als.model_copy(update={"iterations": 15}))
+    folded = als.fold_in(data.user_items)
+    cos = (folded * als.user_factors).sum(1) / (np.linalg.norm(folded, axis=1) * np.linalg.norm(als.user_factors, axis=1) + 1e-12)
+    assert np.median(cos) > 0.95
+    again = ALSFactors.load(als.save(tmp_path / "als.npz"))
+    np.testing.assert_array_equal(again.fold_in(data.user_items), folded)
+    assert np.all(als.fold_in_items([["not-an-item"]]) == 0)
+
+
+def test_user_attributes_mark_missing_customers(world: tuple[ProjectConfig, TrainingData]) -> None:
+    _, data = world
+    attrs = user_attributes(data, [], ["age"])
+    assert attrs.shape == (data.n_users, 3)  # has-record flag, age, age-known flag
+    assert set(np.unique(attrs[:, 0])) <= {0.0, 1.0}
+
+
+def test_inference_queries_use_the_whole_history(world: tuple[ProjectConfig, TrainingData]) -> None:
+    config, data = world
+    _, _, items, als, attrs = parts(config, data)
+    rows = np.arange(5)
+    q = inference_queries(data, rows, items, als, attrs, 2.0, 50)
+    for r in rows:
+        bought = set(data.user_items[r].indices.tolist())
+        assert set(q.hist_items[q.hist_indptr[r] : q.hist_indptr[r + 1]].tolist()) == bought
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        TwoTowerConfig(temperature=0)
