@@ -27,7 +27,7 @@ lock:
 	$(PY) -m uv pip compile requirements.in -o requirements.lock --python-version 3.11 --find-links /opt/wheels --custom-compile-command "make lock" -q
 
 ## test: the whole suite (unit, integration on an H&M slice, end-to-end)
-test:
+test: browsers
 	$(PY) -m pytest -q
 
 ## test-fast: unit tests only
@@ -41,6 +41,29 @@ evaluate:
 ## notebooks: execute notebooks/*.py headless on $(CONFIG); executed copies + HTML in notebooks/out/
 notebooks:
 	$(PY) -m training.notebooks --config $(CONFIG) --out notebooks/out
+
+## serve: the API and web page on http://127.0.0.1:8000/ from the latest bundle under <work_dir>/bundles
+##        (SERVE_ARGS="--workers 2 --port 8080" or "--bundle PATH")
+serve:
+	$(VENV)/bin/recsys serve --config $(CONFIG) $(SERVE_ARGS)
+
+## serve-dev: the same server on the small development bundle (trained in ~30 s on the last days when absent)
+serve-dev:
+	$(VENV)/bin/recsys serve --config $(CONFIG) --dev $(SERVE_ARGS)
+
+## browsers: Debian Chromium for the browser tests; where it cannot be installed, those tests skip with the reason
+browsers:
+	@if [ -x /usr/bin/chromium ]; then echo "browsers: /usr/bin/chromium present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "browsers: installed chromium") \
+	  || echo "browsers: could not install chromium; the browser tests will be skipped"; \
+	else echo "browsers: chromium missing and not installable here (needs root and apt-get); the browser tests will be skipped"; fi
+
+## bench-serving: load benchmark of the HTTP API (bench/results/serving.{json,md}; BENCH_ARGS="--bundle PATH --note ...")
+bench-serving:
+	$(PY) bench/load_bench.py --config $(CONFIG) $(BENCH_ARGS)
+
+.PHONY: serve-dev browsers bench-serving
 
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests

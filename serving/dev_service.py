@@ -14,6 +14,7 @@ It is saved as a regular verified bundle (``training/bundle.py``) whose manifest
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -132,6 +133,9 @@ class DevService:
         self._records = self.item_frame.select(shown).to_dicts() if shown else [{} for _ in range(self.item_frame.height)]
         self._names = self.item_frame[name_column].cast(pl.String).to_list() if name_column in self.item_frame.columns else [None] * len(self.index)
         self._summaries = self._user_summaries()
+        # Every known user's feature state, built once: per request only a copy is needed.
+        users = self.data.user_index.ids.tolist()
+        self._states = dict(zip(users, user_states(self.data, users, self._attribute_columns(), {"als": self._als_vectors(users)})))
 
     # ----------------------------------------------------------------------------- building
 
@@ -362,8 +366,8 @@ class DevService:
             if column not in self.filter_columns:
                 raise InvalidQueryError(f"filters.{column}", f"unknown filter column; allowed: {', '.join(self.filter_columns)}")
         query_vector = self._query_vector(query.text, query.image, query.text_weight, query.image_weight)
-        if query.user_id is not None and query.user_id in self.data.user_index:
-            state = user_states(self.data, [query.user_id], self._attribute_columns(), {"als": self._als_vectors([query.user_id])})[0]
+        if query.user_id is not None and query.user_id in self._states:
+            state = copy.copy(self._states[query.user_id])  # shallow: the arrays are replaced, never mutated
             if query.recent_item_ids:  # fresh context on top of the stored history
                 extra = self.index.lookup(list(query.recent_item_ids))
                 state.item_rows = np.concatenate([state.item_rows, extra])

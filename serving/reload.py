@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from serving.service import Query, RecommendationService
-from training.bundle import MANIFEST, POINTER, BundleError, load_bundle, resolve_bundle
+from training.bundle import MANIFEST, POINTER, BundleError, resolve_bundle
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,19 @@ def load_service(path: Path) -> RecommendationService:
     Raises:
         BundleError: missing files or a checksum mismatch.
     """
-    bundle = load_bundle(path)  # verifies every checksum before any component is read
-    if bundle.manifest.get("service") == "dev":
+    path = resolve_bundle(path)
+    try:
+        kind = json.loads((path / MANIFEST).read_text()).get("service")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable {MANIFEST}: {exc}") from exc
+    # Both loaders verify every checksum (training.bundle.load_bundle) before reading a component.
+    if kind == "dev":
         from serving.dev_service import DevService
 
-        return DevService.load(bundle.path)
+        return DevService.load(path)
     from serving.bundle_service import BundleService  # the trained pipeline's service
 
-    return BundleService.load(bundle.path)
+    return BundleService.load(path)
 
 
 class ServiceHolder:

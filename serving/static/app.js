@@ -71,7 +71,17 @@ const FEATURE_NAMES = {
   user_n_active_days: "Customer's active days",
 };
 
-function featureName(name) {
+const VISITOR_NAMES = {
+  hist_item_count: "Top match for your words", hist_item_days_since: "Top match for your words",
+  sim_text_max_recent: "Text like your words", sim_text_last: "Text like your words", sim_text_centroid: "Text like your words",
+  sim_image_max_recent: "Looks like your photo", sim_image_last: "Looks like your photo", sim_image_centroid: "Looks like your photo",
+  sim_fused_max_recent: "Close to your query", sim_fused_last: "Close to your query", sim_fused_centroid: "Close to your query",
+};
+
+function featureName(name, visitor = false) {
+  // A visitor described by words or a photo has no purchases: the service stands the closest
+  // catalogue items in for a history, so history features mean "matches the query".
+  if (visitor && VISITOR_NAMES[name]) return VISITOR_NAMES[name];
   if (FEATURE_NAMES[name]) return FEATURE_NAMES[name];
   const pretty = (s) => s.replace(/_(name|no|code)$/, "").replace(/_/g, " ");
   let m;
@@ -133,7 +143,7 @@ function meter(label, value) {
     el("span", { class: "val", text: fmt(value) }));
 }
 
-function reasonsBlock(reasons) {
+function reasonsBlock(reasons, visitor) {
   const sources = Object.entries(reasons.sources).sort((a, b) => a[1] - b[1]);
   const maxAbs = Math.max(0.0001, ...reasons.contributions.map((c) => Math.abs(c.value)));
   return el("div", { class: "why reasons" },
@@ -144,17 +154,17 @@ function reasonsBlock(reasons) {
     meter("image sim.", reasons.image_similarity),
     meter("text sim.", reasons.text_similarity),
     reasons.contributions.slice(0, 4).map((c) => el("div", { class: "contrib", title: `${c.feature}: ${c.value >= 0 ? "+" : ""}${c.value.toFixed(3)}` },
-      el("span", { class: "fname", text: featureName(c.feature) }),
+      el("span", { class: "fname", text: featureName(c.feature, visitor) }),
       el("div", { class: "bar" }, el("span", { class: c.value >= 0 ? "pos" : "neg", style: `width:${(Math.abs(c.value) / maxAbs) * 50}%` })))));
 }
 
-function recCard(entry, index) {
+function recCard(entry, index, visitor = false) {
   const item = entry.item || { item_id: entry.item_id, name: entry.item_id };
   return el("article", { class: "card rec-card", "data-item-id": entry.item_id },
     photo(item, [el("span", { class: "rank", text: `#${index + 1}` }), el("span", { class: "score", title: "final reranker score", text: `score ${fmt(entry.score)}` })]),
     el("div", { class: "card-body" },
       el("div", { class: "name", text: item.name }), facts(item),
-      entry.reasons ? reasonsBlock(entry.reasons) : null,
+      entry.reasons ? reasonsBlock(entry.reasons, visitor) : null,
       el("div", { class: "card-actions" }, el("button", { class: "link-btn similar-btn", type: "button", onclick: () => openSimilar(item.item_id), text: "Similar items →" }))));
 }
 
@@ -210,13 +220,13 @@ async function showCustomer(userId) {
   try {
     const [user, recs] = await Promise.all([
       api(`/v1/users/${encodeURIComponent(userId)}?n_recent=12`),
-      postJSON("/v1/recommendations", { user_id: userId, k: 12, n_candidates: 200 }),
+      postJSON("/v1/recommendations", { user_id: userId, k: 12, n_candidates: 200, exclude_seen: $("#exclude-seen").checked }),
     ]);
     if (state.userId !== userId) return; // a newer choice won
     $("#customer-caption").textContent = `${user.n_purchases} purchases · customer ${userId.slice(0, 16)}…`;
     if (user.recent_items.length) $("#history").replaceChildren(...user.recent_items.map(miniCard));
     else emptyState($("#history"), "No purchases recorded for this customer.");
-    if (recs.items.length) $("#recs").replaceChildren(...recs.items.map(recCard));
+    if (recs.items.length) $("#recs").replaceChildren(...recs.items.map((e, i) => recCard(e, i)));
     else emptyState($("#recs"), "No recommendations for this customer.");
   } catch (err) {
     $("#history").replaceChildren();
@@ -284,7 +294,7 @@ async function runVisitor(event) {
   button.disabled = false;
   const problems = [];
   if (recs.status === "fulfilled") {
-    if (recs.value.items.length) $("#visitor-recs").replaceChildren(...recs.value.items.map(recCard));
+    if (recs.value.items.length) $("#visitor-recs").replaceChildren(...recs.value.items.map((e, i) => recCard(e, i, true)));
     else emptyState($("#visitor-recs"), "No recommendations for this description.");
   } else { emptyState($("#visitor-recs"), "No recommendations."); problems.push(recs.reason.message); }
   if (found.status === "fulfilled") {
@@ -350,6 +360,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#pref-image").addEventListener("change", () => onImageChosen().catch((err) => showError(err.message)));
   $("#pref-clear").addEventListener("click", () => { $("#pref-image").value = ""; onImageChosen(); });
   $("#weight-slider").addEventListener("input", updateWeightLabel);
+  $("#exclude-seen").addEventListener("change", () => { if (state.userId) showCustomer(state.userId); });
+  document.querySelectorAll(".example").forEach((b) => b.addEventListener("click", () => { $("#pref-text").value = b.textContent; $("#pref-text").focus(); }));
   document.querySelectorAll("[data-close]").forEach((n) => n.addEventListener("click", closeSimilar));
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSimilar(); });
   updateWeightLabel();

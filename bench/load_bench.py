@@ -1,0 +1,319 @@
+"""Load benchmark of the HTTP API on loopback: p50/p99 latency, sustained QPS, errors, server memory.
+
+Starts the real server (``recsys serve``, one uvicorn worker per core by default) on a bundle,
+then drives it with a small asyncio HTTP/1.1 client over keep-alive connections (cheap enough
+per request that the client does not eat the cores it is measuring). Two modes per endpoint:
+
+- ``closed``: C connections each send the next request as soon as the last one answered
+  -> the sustained throughput (QPS) and its latencies;
+- ``open``: requests are *scheduled* at a fixed rate and latency is measured from the scheduled
+  time, so queueing delay counts (no coordinated omission) -> p99 at a target QPS.
+
+Usage::
+
+    python bench/load_bench.py                       # latest bundle, else the dev bundle
+    python bench/load_bench.py --bundle artifacts/bundles --duration 20 --rates 400
+
+Results go to ``bench/results/serving.json`` and ``bench/results/serving.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Run:
+    """One load run's outcome."""
+
+    endpoint: str
+    mode: str
+    load: float  # connections (closed) or target requests/s (open)
+    seconds: float
+    requests: int
+    errors: int
+    qps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_request(path: str, body: dict[str, object], port: int) -> bytes:
+    payload = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    return head.encode() + payload
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; reads responses by Content-Length (the API always sends it)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self, request: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(request)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+
+async def closed_loop(requests: list[bytes], port: int, connections: int, seconds: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def user(n: int) -> None:
+        nonlocal errors
+        conn = Connection(port)
+        i = n
+        try:
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                try:
+                    status = await conn.send(requests[i % len(requests)])
+                except (OSError, ConnectionError, asyncio.IncompleteReadError):
+                    errors += 1
+                    await conn.close()
+                    conn = Connection(port)
+                    continue
+                latencies.append(time.perf_counter() - start)
+                errors += status != 200
+                i += connections
+        finally:
+            await conn.close()
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(user(n) for n in range(connections)))
+    return latencies, errors, time.perf_counter() - begin
+
+
+async def open_loop(requests: list[bytes], port: int, rate: float, seconds: float, max_connections: int = 256) -> tuple[list[float], int, float]:
+    """Send at ``rate`` per second on a pool of connections; latency counts from the scheduled send time."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(max_connections):
+        pool.put_nowait(Connection(port))
+    latencies: list[float] = []
+    errors = 0
+    tasks = []
+    begin = time.perf_counter()
+    total = int(rate * seconds)
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal errors
+        conn = await pool.get()
+        try:
+            status = await conn.send(requests[i % len(requests)])
+            latencies.append(time.perf_counter() - scheduled)
+            errors += status != 200
+        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+            errors += 1
+            await conn.close()
+            conn = Connection(port)
+        finally:
+            pool.put_nowait(conn)
+
+    for i in range(total):
+        scheduled = begin + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - begin
+    while not pool.empty():
+        await pool.get_nowait().close()
+    return latencies, errors, elapsed
+
+
+def summarise(endpoint: str, mode: str, load: float, latencies: list[float], errors: int, elapsed: float) -> Run:
+    ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    p = np.percentile(ms, [50, 90, 99])
+    return Run(endpoint, mode, load, round(elapsed, 1), len(latencies), errors, round(len(latencies) / elapsed, 1),
+               round(float(p[0]), 2), round(float(p[1]), 2), round(float(p[2]), 2), round(float(ms.max()), 2))
+
+
+def server_rss_mb(pid: int) -> float:
+    """Resident memory of the server and its worker processes."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return round(sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20, 1)
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def default_bundle(config_path: str) -> Path:
+    """The trained bundles folder when it has a ``latest`` pointer, else the development bundle."""
+    from recsys.config import load_config
+    from serving.dev_service import ensure_dev_bundle
+
+    config = load_config(ROOT / config_path)
+    trained = config.work_path / "bundles"
+    return trained if (trained / "latest").is_file() else ensure_dev_bundle(config)
+
+
+def start_server(bundle: Path, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--bundle", str(bundle), "--port", str(port), "--workers", str(workers), "--watch", "0"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return process
+        time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError(f"server not ready after 300 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def workloads(port: int, users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[bytes]]:
+    return {
+        "/v1/candidates": [http_request("/v1/candidates", {"user_id": u, "k": candidates_k}, port) for u in users],
+        "/v1/recommendations": [
+            http_request("/v1/recommendations", {"user_id": u, "k": 12, "n_candidates": n_candidates, "details": False}, port) for u in users
+        ],
+    }
+
+
+def markdown(result: dict[str, object]) -> str:
+    lines = [
+        f"Serving benchmark, {result['date']} — bundle `{result['bundle_version']}` ({result['catalogue_note']}), "
+        f"{result['workers']} uvicorn worker(s) on {result['cpus']} cores, load average at start {result['load_average_start']}.",
+        "",
+        "| endpoint | mode | load | requests | errors | QPS | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:  # type: ignore[attr-defined]
+        load = f"{int(r['load'])} conn." if r["mode"] == "closed" else f"{int(r['load'])} req/s"
+        lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} |")
+    lines.append("")
+    lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/hm.yaml")
+    parser.add_argument("--bundle", type=Path, help="bundle or bundles folder (default: trained bundles, else the dev bundle)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
+    parser.add_argument("--rates", default="400", help="open-loop rates for /v1/candidates (comma-separated)")
+    parser.add_argument("--recommend-rates", default="100", help="open-loop rates for /v1/recommendations")
+    parser.add_argument("--candidates-k", type=int, default=100)
+    parser.add_argument("--n-candidates", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    parser.add_argument("--note", default="H&M sample", help="what the catalogue is (goes into the table caption)")
+    args = parser.parse_args(argv)
+
+    bundle = args.bundle or default_bundle(args.config)
+    port = free_port()
+    log = ROOT / "artifacts" / "bench" / "serving_server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    load_start = round(os.getloadavg()[0], 2)
+    process = start_server(bundle, port, args.workers, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        version = httpx.get(f"{base}/ready").json()["model_version"]
+        users = [u["user_id"] for u in httpx.get(f"{base}/v1/users/sample", params={"n": 24}, timeout=60).json()["users"]]
+        users += [f"visitor-{i}" for i in range(8)]  # unknown ids: the popularity fallback path
+        print(f"benchmarking bundle {version} with {args.workers} worker(s), {len(users)} users, {args.duration:.0f} s per run", flush=True)
+        work = workloads(port, users, args.candidates_k, args.n_candidates)
+        runs: list[Run] = []
+        for endpoint, requests in work.items():
+            asyncio.run(closed_loop(requests, port, 4, 2.0))  # warm-up: imports, caches, connections
+            lat, err, elapsed = asyncio.run(closed_loop(requests, port, args.connections, args.duration))
+            runs.append(summarise(endpoint, "closed", args.connections, lat, err, elapsed))
+            print(runs[-1], flush=True)
+            rates = args.rates if endpoint == "/v1/candidates" else args.recommend_rates
+            for rate in [float(r) for r in rates.split(",") if r.strip()]:
+                lat, err, elapsed = asyncio.run(open_loop(requests, port, rate, args.duration))
+                runs.append(summarise(endpoint, "open", rate, lat, err, elapsed))
+                print(runs[-1], flush=True)
+        rss = server_rss_mb(process.pid)
+    finally:
+        stop_server(process)
+
+    result = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "bundle": str(bundle),
+        "bundle_version": version,
+        "catalogue_note": args.note,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "load_average_start": load_start,
+        "python": platform.python_version(),
+        "client": "asyncio HTTP/1.1 keep-alive, same machine",
+        "candidates_k": args.candidates_k,
+        "n_candidates": args.n_candidates,
+        "server_rss_mb": rss,
+        "runs": [asdict(r) for r in runs],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0 if all(r.errors == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
