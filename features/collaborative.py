@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -25,7 +25,9 @@ import scipy.sparse as sp
 
 from recsys.config import ALSConfig
 from recsys.data.interactions import IdIndex, TrainingData
-from recsys.models.implicit_models import ALSRecommender
+
+if TYPE_CHECKING:  # the registry imports this module's users, so import the model lazily
+    from recsys.models.implicit_models import ALSRecommender
 
 
 @dataclass
@@ -64,6 +66,8 @@ class ALSFactors:
             model: an ALSRecommender already fitted on ``data``.
         """
         if model is None:
+            from recsys.models.implicit_models import ALSRecommender
+
             model = ALSRecommender(config).fit(data)
         counts = data.user_items
         n_users = counts.shape[0]

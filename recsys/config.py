@@ -200,8 +200,8 @@ class TwoTowerConfig(StrictModel):
     learning_rate: float = Field(default=0.003, gt=0)
     embedding_learning_rate: float = Field(default=0.05, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    max_epochs: int = Field(default=20, ge=1)
-    patience: int = Field(default=3, ge=1)
+    max_epochs: int = Field(default=8, ge=1)
+    patience: int = Field(default=1, ge=1)
     validation_k: int = Field(default=100, ge=1)
     validation_days: int = Field(default=1, ge=1, description="days held out of fit() data for early stopping")
     threads: int = Field(default=2, ge=1)
@@ -214,7 +214,7 @@ class IndexConfig(StrictModel):
     exact_max_items: int = Field(default=50_000, ge=1)
     hnsw_m: int = Field(default=32, ge=4)
     ef_construction: int = Field(default=200, ge=8)
-    ef_search: int = Field(default=256, ge=8)
+    ef_search: int = Field(default=512, ge=8)
 
 
 class CandidatesConfig(StrictModel):

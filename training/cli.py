@@ -185,6 +185,28 @@ def _train(args: argparse.Namespace) -> int:
 _train_args.run = _train  # type: ignore[attr-defined]
 
 
+@command("retrieval", "fit ALS factors, the two-tower, the FAISS index and the merged candidates; report Recall@100")
+def _retrieval_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--json", type=Path, help="write the summary (test table, training, index, candidates) here")
+    parser.add_argument("--save-dir", type=Path, help="artifact folder (default <work_dir>/retrieval)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
+def _retrieval(args: argparse.Namespace) -> int:
+    from training.retrieval import run_retrieval  # owned by the retrieval stage (issue 4)
+
+    config = load_config(args.config)
+    summary = run_retrieval(config, load_dataset(config.data), save_dir=args.save_dir, track=not args.no_mlflow)
+    print(json.dumps({k: summary[k] for k in ("test", "two_tower", "index", "candidates")}, indent=2, default=str))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+_retrieval_args.run = _retrieval  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a subcommand; user errors print one clear message and exit 2."""
     parser = argparse.ArgumentParser(prog="recsys", description="Hybrid product recommender")

@@ -58,6 +58,7 @@ class CandidateGenerator(Recommender):
         two_tower: TwoTowerRecommender | None = None,
         als: ALSRecommender | None = None,
         vectors: ItemVectors | None = None,
+        tower_index: ItemIndex | None = None,
     ) -> Self:
         """Fit every configured source on ``data`` (pass already-fitted parts to reuse them).
 
@@ -66,6 +67,7 @@ class CandidateGenerator(Recommender):
             two_tower: a two-tower fitted on ``data``.
             als: an ALS fitted on ``data``.
             vectors: content vectors (else the configured file or the stand-in).
+            tower_index: a FAISS index already built over ``two_tower``'s item vectors.
         """
         c, p = self.config, self.project
         wanted = set(c.sources)
@@ -80,7 +82,7 @@ class CandidateGenerator(Recommender):
                     raise ValueError("candidates: the two_tower source needs a fitted two-tower or a project config")
                 two_tower = TwoTowerRecommender.from_config(p).fit(data)
             self.two_tower = two_tower
-            self.tower_index = ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
+            self.tower_index = tower_index or ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
         if "content" in wanted:
             if vectors is None:
                 if p is None:
@@ -185,3 +187,12 @@ class CandidateGenerator(Recommender):
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:  # pragma: no cover
         raise NotImplementedError
+
+
+def _register() -> None:
+    from recsys.models import register_model
+
+    register_model("candidates", CandidateGenerator.from_config, CandidateGenerator)
+
+
+_register()

@@ -45,6 +45,21 @@ from recsys.models.content import ContentRecommender  # noqa: E402
 
 register_model("content", ContentRecommender.from_config, ContentRecommender)
 
+# Retrieval stage (issue 4): the TorchRec two-tower and the merged candidate generator. They
+# import this package themselves, so they are imported on first use; importing them registers
+# their classes (MODEL_CLASSES) for loading.
+def _lazy_factory(module: str, attr: str) -> Callable[[ProjectConfig], Recommender]:
+    def factory(config: ProjectConfig) -> Recommender:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr).from_config(config)
+
+    return factory
+
+
+MODEL_FACTORIES.setdefault("two_tower", _lazy_factory("recsys.two_tower.recommender", "TwoTowerRecommender"))
+MODEL_FACTORIES.setdefault("candidates", _lazy_factory("recsys.candidates.generator", "CandidateGenerator"))
+
 __all__ = [
     "MODEL_CLASSES",
     "MODEL_FACTORIES",

@@ -218,3 +218,12 @@ class TwoTowerRecommender(ScoringRecommender):
         state = {k.removeprefix("tower."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("tower.")}
         model.tower.load_state_dict(state)
         return model
+
+
+def _register() -> None:
+    from recsys.models import register_model
+
+    register_model("two_tower", TwoTowerRecommender.from_config, TwoTowerRecommender)
+
+
+_register()

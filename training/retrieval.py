@@ -1,0 +1,238 @@
+"""The retrieval stage end to end: ALS factors, two-tower, FAISS index, candidates, measured.
+
+Protocol (H&M last-day): everything is fitted on the history window (train + validation days);
+the two-tower stops early on the validation day inside its own fit, and the candidate fusion
+weights are tuned on that same validation day with sources fitted on the train days only.
+The test day is used once, for the numbers reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.collaborative import ALSFactors
+from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import merge, tune_weights
+from recsys.candidates.sources import index_lists
+from recsys.config import ProjectConfig
+from recsys.data import Dataset
+from recsys.evaluation.metrics import recall_at_k
+from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, evaluate_model, prepare_evaluation, score_lists
+from recsys.index.faiss_index import ItemIndex, ann_recall
+from recsys.models.implicit_models import ALSRecommender
+from recsys.two_tower.recommender import TwoTowerRecommender, holdout
+
+log = logging.getLogger(__name__)
+
+
+def cold_item_recall(lists: dict[str, list[str]], setup: EvaluationSetup, k: int) -> tuple[float, int]:
+    """Recall@k restricted to test-day items never bought in the history window.
+
+    Returns:
+        (mean recall over users with at least one such item, number of those users).
+    """
+    bought = np.asarray(setup.train.user_items.sum(axis=0)).ravel() > 0
+    known = set(setup.train.item_index.ids[bought].tolist())
+    values = []
+    for user in setup.users:
+        cold = [i for i in setup.truth[user] if i not in known]
+        if cold:
+            values.append(recall_at_k(lists.get(user, []), cold, k))
+    return (float(np.mean(values)) if values else float("nan")), len(values)
+
+
+def _row(result: ModelEvaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    keep = [k for k in result.summary if k.split("@")[0] in ("map", "recall", "ndcg")]
+    return {"model": result.name, **{k: round(result.summary.get(k, float("nan")), 4) for k in keep}, **(extra or {})}
+
+
+def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None = None, track: bool = True) -> dict[str, Any]:
+    """Fit and measure the whole retrieval stage.
+
+    Args:
+        config: project config (``retrieval`` section, ``models.als``, ``split``, ``evaluation``).
+        dataset: the loaded data.
+        save_dir: where to write the fitted candidate generator (with its two-tower), the FAISS
+            index and the ALS factors (default ``<work_dir>/retrieval``).
+        track: log params, per-epoch and final metrics to MLflow.
+
+    Returns:
+        A JSON-able summary: test table, two-tower training, index, candidates, cold items.
+    """
+    save_dir = save_dir or config.work_path / "retrieval"
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    setup = prepare_evaluation(dataset, config)
+    ev, r = config.evaluation, config.retrieval
+    k_big = max(ev.recall_ks)
+
+    tracker = _Tracker(config, track)
+    with tracker:
+        from recsys.two_tower.recommender import FeatureSettings
+
+        vectors = FeatureSettings.from_config(config).vectors(dataset.items)
+        tracker.params({"content_encoder": vectors.encoder, "retrieval": r.model_dump(), "als": config.models.als.model_dump()})
+
+        t = time.perf_counter()
+        als = ALSRecommender(config.models.als).fit(setup.train)
+        timings["als_fit"] = time.perf_counter() - t
+        factors = ALSFactors.fit(setup.train, config.models.als, als)
+        results = [evaluate_model(als, setup, ev, fit=False)]
+
+        t = time.perf_counter()
+        tower = TwoTowerRecommender.from_config(config)
+        tower.on_epoch = tracker.epoch
+        tower.fit(setup.train, als=factors, vectors=vectors)
+        timings["two_tower_fit"] = time.perf_counter() - t
+        tower_eval = evaluate_model(tower, setup, ev, fit=False)
+        results.append(tower_eval)
+        tower_lists = tower.recommend(setup.users, k_big).as_dict()
+        cold_tt, cold_users = cold_item_recall(tower_lists, setup, k_big)
+
+        t = time.perf_counter()
+        index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
+        timings["index_build"] = time.perf_counter() - t
+        rows = tower.user_index.lookup(setup.users)
+        queries = tower.user_vectors[rows]
+        t = time.perf_counter()
+        index.search(queries, k_big)
+        query_ms = 1000 * (time.perf_counter() - t) / max(len(queries), 1)
+        index_recall = ann_recall(index, queries, tower.item_vectors, k_big)
+
+        # Fusion weights: tuned on the validation day, sources fitted on the days before it.
+        t = time.perf_counter()
+        inner, truth_rows = holdout(setup.train, config.retrieval.two_tower.validation_days)
+        val_gen = CandidateGenerator(r.candidates.model_copy(update={"sources": [s for s in r.candidates.sources if s != "two_tower"]}), r.index, config)
+        val_gen.fit(inner, vectors=vectors)
+        val_users = tower.holdout_user_ids.tolist()
+        val_lists = val_gen.source_lists(val_users)
+        if "two_tower" in r.candidates.sources:
+            exact = r.index.model_copy(update={"exact_max_items": 10**9})
+            val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
+            val_lists["two_tower"] = index_lists(val_index, val_users, tower.holdout_user_vectors, r.candidates.per_source)
+        val_truth = {u: inner.item_index.ids[truth_rows[inner.user_index.get(u)]].tolist() for u in val_users}
+        if r.candidates.weights:
+            weights, val_recall = dict(r.candidates.weights), float("nan")
+        else:
+            weights, val_recall = tune_weights(val_lists, val_truth, r.candidates.size, r.candidates.rrf_k, k_big)
+        timings["fusion_tuning"] = time.perf_counter() - t
+        log.info("fusion weights %s (validation recall@%d %.4f)", weights, k_big, val_recall)
+
+        t = time.perf_counter()
+        generator = CandidateGenerator(r.candidates, r.index, config).fit(
+            setup.train, two_tower=tower, als=als, vectors=vectors, tower_index=index
+        )
+        generator.weights = weights
+        timings["candidates_fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lists = generator.source_lists(setup.users)
+        merged = merge(lists, setup.users, r.candidates.size, weights, r.candidates.rrf_k)
+        timings["candidates_generate"] = time.perf_counter() - t
+        merged_lists = {u: [c.item_id for c in cands] for u, cands in merged.items()}
+        sources = {}
+        for name, source_lists in lists.items():
+            res = score_lists(f"source:{name}", source_lists, setup, ev)
+            cold, _ = cold_item_recall(source_lists, setup, k_big)
+            sources[name] = _row(res, {f"cold_item_recall@{k_big}": round(cold, 4), "seconds": round(generator.timings[name], 2)})
+        merged_eval = score_lists("candidates", merged_lists, setup, ev)
+        size = r.candidates.size
+        merged_full = float(np.mean([recall_at_k(merged_lists[u], setup.truth[u], size) for u in setup.users]))
+        mean_len = float(np.mean([len(v) for v in merged_lists.values()]))
+        results.append(merged_eval)
+
+        val_res = tower.validation_result
+        train_res = tower.train_result
+        assert val_res is not None and train_res is not None
+        summary: dict[str, Any] = {
+            "protocol": setup.split.describe(),
+            "users": len(setup.users),
+            "content_encoder": vectors.encoder,
+            "test": [_row(x) for x in results],
+            "two_tower": {
+                f"recall@{k_big}": round(tower_eval.summary[f"recall@{k_big}"], 4),
+                "validation_history": val_res.history,
+                "best_epoch": val_res.best_epoch,
+                f"best_validation_recall@{r.two_tower.validation_k}": round(val_res.best_recall, 4),
+                "early_stopping_run_seconds": round(val_res.seconds, 1),
+                "final_run_epochs": train_res.epochs,
+                "final_run_seconds": round(train_res.seconds, 1),
+                "examples_per_second": round((val_res.examples_per_second + train_res.examples_per_second) / 2, 1),
+                "fit_seconds_total": round(timings["two_tower_fit"], 1),
+                f"cold_item_recall@{k_big}": round(cold_tt, 4),
+                "cold_item_users": cold_users,
+            },
+            "index": {
+                "kind": index.kind, "items": len(index), "dim": int(tower.item_vectors.shape[1]),
+                "build_seconds": round(timings["index_build"], 2), "query_ms_per_user": round(query_ms, 3),
+                f"ann_recall@{k_big}_vs_exact": round(index_recall, 4),
+            },
+            "candidates": {
+                "size": size, "mean_list_length": round(mean_len, 1), "weights": weights,
+                f"validation_recall@{k_big}": round(val_recall, 4), "rrf_k": r.candidates.rrf_k,
+                f"recall@{k_big}": round(merged_eval.summary[f"recall@{k_big}"], 4), f"recall@{size}": round(merged_full, 4),
+                "sources": sources,
+            },
+            "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        }
+        summary["timings_seconds"]["total"] = round(time.perf_counter() - started, 1)
+        tracker.final(summary)
+
+    save_dir.mkdir(parents=True, exist_ok=True)
+    generator.save(save_dir / "candidates")
+    index.save(save_dir / "two_tower_index")
+    factors.save(save_dir / "als_factors.npz")
+    summary["artifacts"] = str(save_dir)
+    return summary
+
+
+class _Tracker:
+    """MLflow logging that stays optional (tests and benches can run without it)."""
+
+    def __init__(self, config: ProjectConfig, enabled: bool):
+        self.config, self.enabled = config, enabled
+        self._cm: Any = None
+
+    def __enter__(self) -> "_Tracker":
+        if self.enabled:
+            from training.tracking import start_run
+
+            self._cm = start_run(self.config, "retrieval")
+            self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            import mlflow
+
+            from training.tracking import flatten
+
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+
+    def epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        if self.enabled:
+            from training.tracking import log_metrics
+
+            log_metrics(metrics, step=epoch, prefix=f"two_tower_{stage}_")
+
+    def final(self, summary: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from training.tracking import log_metrics
+
+        flat: dict[str, float] = {}
+        for row in summary["test"]:
+            flat.update({f"test_{row['model']}_{k}": v for k, v in row.items() if k != "model"})
+        for name, row in summary["candidates"]["sources"].items():
+            flat.update({f"source_{name}_{k}": v for k, v in row.items() if k.startswith(("recall", "cold"))})
+        flat.update({f"index_{k}": v for k, v in summary["index"].items() if isinstance(v, float)})
+        flat.update({f"two_tower_{k}": v for k, v in summary["two_tower"].items() if isinstance(v, float)})
+        log_metrics(flat)
