@@ -72,6 +72,8 @@ def start_run(
         The active run; a failure inside marks it FAILED and re-raises.
     """
     experiment_id = configure(config)
+    # A stage that opens its own run inside a pipeline run becomes that run's child.
+    parent = parent or mlflow.active_run()
     run_tags = {"project": config.name, **(tags or {})}
     if parent is not None:
         run_tags["mlflow.parentRunId"] = parent.info.run_id
