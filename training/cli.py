@@ -158,7 +158,8 @@ def _serve(args: argparse.Namespace) -> int:
             bundle = args.bundle or config.work_path / "bundles"
         serve(ServeSettings(bundle, args.host, args.port, args.workers, args.watch))
     except BundleError as exc:
-        print(f"recsys serve: error: {exc}", file=sys.stderr)
+        hint = "" if args.dev else "\n  (`make serve-dev` serves a small development bundle without `make train`)"
+        print(f"recsys serve: error: {exc}{hint}", file=sys.stderr)
         return 2
     return 0
 
