@@ -14,6 +14,7 @@ from features.content.config import ContentConfig
 from features.content.encoders import CachedFeatures, ContentEncoder, text_key
 from features.content.heads import AlignmentHeads, load_heads
 from features.content.images import ImageInput, image_key
+from features.content.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,20 @@ class Backbones:
     def images(self, images: Sequence[ImageInput], progress: bool = True, batch_size: int | None = None) -> np.ndarray:
         """(n, 1280) image features."""
         return self.image_features(images, batch_size or self.image_batch_size, "image features", progress)
+
+    def item_texts(self, parts: Sequence[Sequence[str]], progress: bool = True) -> np.ndarray:
+        """(n, 384) item text features: the normalised sum of the parts' features (empty parts skipped).
+
+        Each distinct part is encoded once (colour variants share name and description).
+        """
+        total: np.ndarray | None = None
+        for part in parts:
+            feats = self.texts(part, progress)
+            feats[np.array([not t for t in part], dtype=bool)] = 0.0
+            total = feats if total is None else total + feats
+        if total is None:
+            raise ValueError("item texts need at least one part")
+        return l2_normalise(total)
 
     def texts(self, texts: Sequence[str], progress: bool = True, batch_size: int | None = None) -> np.ndarray:
         """(n, 384) text features; sorted by length inside so batches pad little."""
@@ -101,3 +116,9 @@ class AlignedEncoder(ContentEncoder):
         if not len(texts):
             return np.zeros((0, self.dim), np.float32)
         return self.project_texts(self.backbones.texts(texts, progress, batch_size))
+
+    def encode_item_texts(self, parts: Sequence[Sequence[str]], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """Catalogue item texts in parts, composed as in training (:meth:`Backbones.item_texts`)."""
+        if not len(parts) or not len(parts[0]):
+            return np.zeros((0, self.dim), np.float32)
+        return self.project_texts(self.backbones.item_texts(parts, progress))

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from features.content.config import ContentConfig
-from features.content.text import render_texts
+from features.content.text import join_parts, render_texts
 from recsys.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ class CatalogueInputs:
 
     Attributes:
         item_ids: external ids.
-        texts: the full item text (``content.text_template``).
+        texts: the full item text (the ``content.text_parts`` joined).
+        parts: per part template, one text per item (``parts[p][i]``).
         views: short texts per item, one list per ``content.short_views`` template.
         image_paths: photo path per item ("" when there is none).
         has_image: bool per item.
@@ -32,6 +33,7 @@ class CatalogueInputs:
 
     item_ids: np.ndarray
     texts: list[str]
+    parts: list[list[str]]
     views: list[list[str]]
     image_paths: list[str]
     has_image: np.ndarray
@@ -54,7 +56,8 @@ def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str 
     """
     items = dataset.items
     item_ids = items["item_id"].cast(pl.String).to_numpy().astype(str)
-    texts = render_texts(items, config.text_template)
+    parts = [render_texts(items, t) for t in config.text_parts]
+    texts = [join_parts(p) for p in zip(*parts)]
     views = [render_texts(items, t) for t in config.short_views]
     has_image = items["has_image"].to_numpy().astype(bool) if "has_image" in items.columns else np.zeros(len(item_ids), bool)
     paths = []
@@ -65,4 +68,4 @@ def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str 
     groups = items[group_column].cast(pl.String).to_numpy().astype(str) if group_column in items.columns else item_ids
     types = items[type_column].fill_null("").cast(pl.String).to_numpy().astype(str) if type_column in items.columns else np.full(len(item_ids), "")
     log.info("catalogue: %d items, %d with a photo, %d product groups", len(item_ids), int(has_image.sum()), len(set(groups.tolist())))
-    return CatalogueInputs(item_ids, texts, views, paths, has_image, groups, types)
+    return CatalogueInputs(item_ids, texts, parts, views, paths, has_image, groups, types)

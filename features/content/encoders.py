@@ -18,6 +18,7 @@ import torch
 from features.content.cache import VectorCache, cached_encode, content_hash
 from features.content.config import ContentConfig
 from features.content.images import ImageInput
+from features.content.text import join_parts
 from features.content.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,14 @@ class ContentEncoder(ABC):
     @abstractmethod
     def encode_texts(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
         """(n, dim) float32 unit vectors for texts."""
+
+    def encode_item_texts(self, parts: Sequence[Sequence[str]], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """(n, dim) unit vectors of catalogue item texts given in parts (``parts[p][i]``).
+
+        The default joins the parts into one text per item; a backend may encode them separately.
+        """
+        joined = [join_parts(item) for item in zip(*parts)]
+        return self.encode_texts(joined, batch_size, progress)
 
 
 class CachedFeatures:

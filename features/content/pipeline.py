@@ -64,7 +64,7 @@ def alignment_data(inputs: CatalogueInputs, backbones: Backbones, progress: bool
     image = backbones.images([inputs.image_paths[i] for i in rows], progress)
     texts = [inputs.texts[i] for i in rows]
     views = [[v[i] for i in rows] for v in inputs.views]
-    text = backbones.texts(texts, progress)
+    text = backbones.item_texts([[p[i] for i in rows] for p in inputs.parts], progress)
     view_feats = np.stack([backbones.texts(v, progress) for v in views]) if views else np.zeros((0, len(rows), text.shape[1]), np.float32)
     ids: dict[str, int] = {}
     text_ids = np.array([[ids.setdefault(t, len(ids)) for t in column] for column in [texts, *views]], dtype=np.int64)
@@ -128,7 +128,7 @@ def _epoch_logger() -> Any:
 
 def item_vectors(inputs: CatalogueInputs, encoder: ContentEncoder, cc: ContentConfig, progress: bool = True) -> ItemVectors:
     """Image, text and fused vectors of the whole catalogue (no photo: zero image row, text-only fused)."""
-    text = encoder.encode_texts(inputs.texts, cc.text_batch_size, progress)
+    text = encoder.encode_item_texts(inputs.parts, cc.text_batch_size, progress)
     image = np.zeros_like(text)
     rows = np.flatnonzero(inputs.has_image)
     if len(rows):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -52,6 +53,11 @@ def render_texts(items: pl.DataFrame, template: str) -> list[str]:
     fields = template_fields(template)
     cols = {f: [("" if v is None else str(v)) for v in items[f].to_list()] for f in dict.fromkeys(fields)}
     return [clean(template.format(**{f: cols[f][i] for f in cols})) for i in range(items.height)]
+
+
+def join_parts(parts: Sequence[str]) -> str:
+    """One display text from an item's text parts (empty parts skipped)."""
+    return ". ".join(p for p in parts if p)
 
 
 def type_prompts(type_name: str, templates: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from features.content.config import RecommenderSettings
 from features.content.vectors import ItemVectors, l2_normalise
 from recsys.config import ProjectConfig
 from recsys.data.interactions import TrainingData
+from recsys.data.stats import item_counts
 from recsys.models.base import ScoringRecommender
 from recsys.models.serialization import csr_from_arrays, csr_to_arrays
 
@@ -68,11 +69,16 @@ class ContentRecommender(ScoringRecommender):
         self.history = sp.csr_matrix(
             (weights, (recent["user_idx"].to_numpy(), recent["item_idx"].to_numpy())), shape=(data.n_users, data.n_items), dtype=np.float32
         )
+        # Cosines lie in [-1, 1]: an offset of 2 ranks every item not sold recently below every one that was.
+        self.offset = np.zeros(data.n_items, dtype=np.float32)
+        if self.settings.recent_days:
+            sold = item_counts(data.interactions, data.item_index, data.as_of, self.settings.recent_days) > 0
+            self.offset[~sold] = -2.0
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
         E = self.item_vectors
-        out = np.zeros((len(user_rows), E.shape[0]), dtype=np.float32)
+        out = np.zeros((len(user_rows), E.shape[0]), dtype=np.float32)  # users without history: 0 + offset
         cw = self.settings.centroid_weight
         for j, r in enumerate(user_rows):
             start, end = self.history.indptr[r], self.history.indptr[r + 1]
@@ -83,12 +89,12 @@ class ContentRecommender(ScoringRecommender):
             w = w / w.max()
             centroid = l2_normalise((w @ E[items])[None, :])[0]
             out[j] = cw * (E @ centroid) + (1.0 - cw) * (sims * w).max(axis=1)
-        return out
+        return out + self.offset
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params = {"settings": self.settings.model_dump(), "encoder": self.encoder}
         # float32 (not float16): a loaded model must reproduce the fitted model's scores exactly.
-        arrays = {**self._common_arrays(), **csr_to_arrays("history", self.history), "item_vectors": self.item_vectors}
+        arrays = {**self._common_arrays(), **csr_to_arrays("history", self.history), "item_vectors": self.item_vectors, "offset": self.offset}
         return params, arrays
 
     @classmethod
@@ -105,4 +111,5 @@ class ContentRecommender(ScoringRecommender):
         model._load_common(arrays)
         model.history = csr_from_arrays("history", arrays)
         model.item_vectors = arrays["item_vectors"].astype(np.float32)
+        model.offset = arrays["offset"]
         return model

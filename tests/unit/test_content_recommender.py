@@ -71,3 +71,10 @@ def test_save_load_keeps_settings_and_encoder(tmp_path: Path) -> None:
     assert loaded.recommend(["u1", "u2"], 5).item_ids == model.recommend(["u1", "u2"], 5).item_ids
     with pytest.raises(ValueError, match="refitted"):
         loaded.fit(training())
+
+
+def test_recent_days_ranks_recently_sold_items_first() -> None:
+    data = training()  # only u1's jeans1 and u2's items were bought in the last 2 days
+    model = ContentRecommender(vectors(), RecommenderSettings(recent_days=2)).fit(data)
+    recs = model.recommend(["u1"], 8).item_ids[0]
+    assert set(recs[:3]) == {"jeans1", "boots1", "hat1"} and recs[0] == "jeans1"
