@@ -38,6 +38,16 @@ test-fast:
 evaluate:
 	$(VENV)/bin/recsys evaluate --config $(CONFIG) --models popularity,history,als,bpr,itemknn --json artifacts/eval/baselines.json
 
+## train: every stage end to end on $(CONFIG) (resumable; FORCE=stage,... recomputes stages)
+train:
+	$(VENV)/bin/recsys train --config $(CONFIG) $(if $(FORCE),--force $(FORCE),)
+
+## mlflow-ui: the MLflow UI on 127.0.0.1:5000 over the project's embedded store (light settings)
+mlflow-ui:
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} \
+	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/$${RECSYS_WORK_DIR:-artifacts}/mlflow/mlflow.db} \
+	  --default-artifact-root $(CURDIR)/$${RECSYS_WORK_DIR:-artifacts}/mlflow/artifacts
+
 ## notebooks: execute notebooks/*.py headless on $(CONFIG); executed copies + HTML in notebooks/out/
 notebooks:
 	$(PY) -m training.notebooks --config $(CONFIG) --out notebooks/out
@@ -64,6 +74,15 @@ bench-serving:
 	$(PY) bench/load_bench.py --config $(CONFIG) $(BENCH_ARGS)
 
 .PHONY: serve-dev browsers bench-serving
+
+## content / bench-content: content embeddings (backbone features cached under artifacts/content/cache,
+## alignment logged to MLflow, item vectors) and their benchmark (bench/results/content.{json,md,png})
+content:
+	nice -n 10 $(VENV)/bin/recsys content --config $(CONFIG)
+bench-content:
+	nice -n 10 $(PY) bench/content_bench.py --config $(CONFIG) $(BENCH_ARGS)
+
+.PHONY: content bench-content
 
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests

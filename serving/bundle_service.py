@@ -28,7 +28,7 @@ from recsys.config import ProjectConfig
 from recsys.data import ImageStore, TrainingData
 from recsys.evaluation.metrics import top_k_indices
 from recsys.ranking.lambdarank import LambdaRankModel
-from serving.service import ItemInfo, Query, RankedItem, Reasons, ScoredItem, UnknownItemsError, UserSummary
+from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, Reasons, ScoredItem, UnknownItemsError, UserSummary
 from training.bundle import Bundle, load_bundle
 from training.pipeline import _attributes, feature_builder, user_vectors
 from training.reranker import candidate_set
@@ -160,7 +160,13 @@ class BundleService:
                 seen |= set(self.data.item_index.ids[self.data.user_items[row].indices].tolist())
         return seen
 
+    def _check_filters(self, query: Query) -> None:
+        for column in query.filters:
+            if column not in self._item_rows or column == "item_id":
+                raise InvalidQueryError(f"filters.{column}", f"unknown catalogue column; filterable: {', '.join(c for c in self._item_rows if c != 'item_id')}")
+
     def candidates(self, query: Query) -> list[ScoredItem]:
+        self._check_filters(query)
         # Ask for more than k when filtering, so a filter does not empty the list.
         size = max(query.k, self.generator.config.size) * (4 if query.filters or query.exclude_seen else 1)
         _, cands = self._merged(query, size)
@@ -168,13 +174,13 @@ class BundleService:
         return [ScoredItem(c.item_id, float(c.score), {s: r - 1 for s, r in c.ranks.items()}) for c in cands[: query.k]]
 
     def recommendations(self, query: Query, n_candidates: int = 200) -> list[RankedItem]:
+        self._check_filters(query)
         size = max(n_candidates, query.k) * (4 if query.filters or query.exclude_seen else 1)
         state, cands = self._merged(query, size)
         cands = self._filter(cands, query, self._seen(query) if query.exclude_seen else set())[: max(n_candidates, query.k)]
         if not cands:
             return []
-        cset: CandidateSet = candidate_set(cands, self.data.item_index, self.features.sources)
-        x = self.features.compute([state], [cset])
+        x = self._features(state, cands)
         contrib = self.ranker.contributions(x)
         scores = contrib.sum(axis=1)
         order = np.argsort(-scores, kind="stable")[: query.k]
@@ -193,6 +199,19 @@ class BundleService:
             out.append(RankedItem(c.item_id, float(scores[j]), reasons))
         return out
 
+    def _features(self, state: UserState, cands: list[Candidate]) -> np.ndarray:
+        cset: CandidateSet = candidate_set(cands, self.data.item_index, self.features.sources)
+        return self.features.compute([state], [cset])
+
+    def feature_rows(self, user_id: str, item_ids: list[str]) -> np.ndarray:
+        """The reranker's feature rows for a known user and given items, by the serving path.
+
+        Exists so tests can check serving/training parity pair by pair.
+        """
+        state, cands = self._merged(Query(user_id=user_id), self.generator.config.size)
+        by_id = {c.item_id: c for c in cands}
+        return self._features(state, [by_id.get(i, Candidate(i, 0.0, {})) for i in item_ids])
+
     # -- content ------------------------------------------------------------------------------
 
     def similar(self, item_id: str, k: int) -> list[ScoredItem]:
@@ -203,7 +222,7 @@ class BundleService:
 
     def search(self, text: str | None, image: Image.Image | None, text_weight: float, image_weight: float, k: int) -> list[ScoredItem]:
         if self.search_engine.encoder is None:
-            raise RuntimeError("this bundle has no content encoder, so text/image search is unavailable")
+            raise InvalidQueryError("text" if text is not None else "image", "this model bundle has no content encoder, so text/image queries are unavailable")
         total = text_weight + image_weight
         rerank = text_weight / total if total > 0 and text is not None and image is not None else None
         with self._lock:

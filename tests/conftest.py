@@ -109,3 +109,28 @@ def shop(tmp_path: Path) -> tuple[Path, ProjectConfig]:
     """(data root, config) of a fresh synthetic shop in a temp dir."""
     root = make_shop(tmp_path / "shop")
     return root, shop_config(root, tmp_path / "work")
+
+
+@pytest.fixture(scope="session")
+def small_bundle(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle from `recsys train --config configs/hm_small.yaml` (5% of H&M customers).
+
+    Trained once per test session into a temp work dir (RECSYS_WORK_DIR stays set for the
+    session so later runs reuse it); returns the bundle directory.
+    """
+    import subprocess
+    import sys
+
+    # RECSYS_TEST_WORK_DIR reuses a warm work dir between local runs; CI trains from scratch.
+    work = Path(os.environ.get("RECSYS_TEST_WORK_DIR") or tmp_path_factory.mktemp("small_work"))
+    os.environ["RECSYS_WORK_DIR"] = str(work)
+    os.environ["RECSYS_DATA_DIR"] = str(hm_dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", "--config", "configs/hm_small.yaml"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"recsys train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    from training.bundle import resolve_bundle
+
+    return resolve_bundle(work / "bundles")
