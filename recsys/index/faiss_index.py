@@ -78,8 +78,14 @@ class ItemIndex:
         if self.kind == "hnsw":
             # efSearch below k would cap the result list; widen it for this call.
             self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
-        scores, rows = self.index.search(q, min(k, len(self)))
-        return rows, scores
+        if self.kind == "hnsw" or len(q) <= 1:
+            scores, rows = self.index.search(q, min(k, len(self)))
+            return rows, scores
+        # Exact search one query at a time: FAISS switches to BLAS for batches of 20+ queries, whose
+        # different rounding reorders near-ties, and then a user's candidate ranks (reranker
+        # features) would depend on which other users shared the batch (offline) or not (serving).
+        parts = [self.index.search(q[i : i + 1], min(k, len(self))) for i in range(len(q))]
+        return np.concatenate([p[1] for p in parts]), np.concatenate([p[0] for p in parts])
 
     def search_ids(self, queries: np.ndarray, k: int) -> list[list[str]]:
         """Top-k item ids per query."""

@@ -152,7 +152,7 @@ class ScoringRecommender(Recommender):
         known = np.flatnonzero(rows >= 0)
         for start in range(0, len(known), batch_size):
             pos = known[start : start + batch_size]
-            scores = np.array(self.score_users(rows[pos]), dtype=np.float32)
+            scores = np.array(self.score_users(rows[pos]), dtype=np.float64)
             if exclude_seen:
                 for j, items in enumerate(self.seen_rows(rows[pos])):
                     scores[j, items] = -np.inf

@@ -72,7 +72,12 @@ class FactorRecommender(ScoringRecommender):
     item_factors: np.ndarray
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
-        return self.user_factors[user_rows] @ self.item_factors.T
+        # float64: float32 products are exact in float64, so a user's scores (and the order of
+        # near-ties) do not depend on how many users share the matrix product (batch vs serving).
+        cached = getattr(self, "_factors64", None)
+        if cached is None or cached[0] is not self.item_factors:
+            cached = self._factors64 = (self.item_factors, self.item_factors.astype(np.float64))
+        return self.user_factors[user_rows].astype(np.float64) @ cached[1].T
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {**self._common_arrays(), "user_factors": self.user_factors, "item_factors": self.item_factors}

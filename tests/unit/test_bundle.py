@@ -63,6 +63,7 @@ def test_tampered_or_incomplete_bundle_is_rejected(tmp_path: Path) -> None:
 def test_killed_build_does_not_move_latest(tmp_path: Path) -> None:
     good = write_bundle(tmp_path, _populate("good"), {})
     script = f"""
+import time
 from pathlib import Path
 from training.bundle import write_bundle
 def slow(d):
