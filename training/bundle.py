@@ -103,6 +103,12 @@ def write_bundle(
         if not files:
             raise BundleError("populate() wrote no files")
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:8]
+        same = sorted(root.glob(f"v*-{digest}")) if version is None else []
+        if same:
+            # Identical component files (e.g. a re-run that reused every stage): keep one copy.
+            shutil.rmtree(tmp, ignore_errors=True)
+            set_latest(root, same[-1].name)
+            return Bundle(same[-1], verify_bundle(same[-1]))
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         version = version or f"v{stamp}-{digest}"
         manifest = {

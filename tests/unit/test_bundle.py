@@ -30,6 +30,8 @@ def test_write_verify_and_latest(tmp_path: Path) -> None:
     assert loaded.version == b1.version and loaded.manifest["mlflow_run_id"] == "r1"
     assert set(loaded.manifest["files"]) == {"models/a.txt", "b.bin"}
     assert "torch" in loaded.manifest["packages"]
+    again = write_bundle(tmp_path, _populate("one"), {"mlflow_run_id": "r2"})
+    assert again.path == b1.path, "identical component files are not stored twice"
     b2 = write_bundle(tmp_path, _populate("two"), {})
     assert load_bundle(tmp_path).version == b2.version != b1.version
     assert load_bundle(tmp_path, b1.version).file("models/a.txt").read_text() == "one"
