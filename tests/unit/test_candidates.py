@@ -1,0 +1,129 @@
+"""Candidate generation: the rank fusion by hand, weight tuning, every source, and the generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import merge, merge_user, tune_weights
+from recsys.candidates.sources import history_lists, recent_items
+from recsys.config import ProjectConfig
+from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.models import build_model
+from tests.conftest import make_shop, shop_config
+
+TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
+
+
+def test_merge_fuses_ranks_and_keeps_provenance() -> None:
+    lists = {"history": ["a", "b"], "als": ["b", "c", "a"], "popularity": ["d"]}
+    merged = merge_user(lists, size=10, weights={}, rrf_k=1.0)
+    score = {c.item_id: c.score for c in merged}
+    # b: 1/(1+2) + 1/(1+1); a: 1/(1+1) + 1/(1+3); c: 1/(1+2); d: 1/(1+1)
+    assert score == pytest.approx({"b": 1 / 3 + 1 / 2, "a": 1 / 2 + 1 / 4, "c": 1 / 3, "d": 1 / 2})
+    assert [c.item_id for c in merged] == ["b", "a", "d", "c"]
+    b = merged[0]
+    assert b.ranks == {"history": 2, "als": 1} and b.sources == ["als", "history"]
+
+
+def test_merge_respects_size_weights_and_duplicates() -> None:
+    lists = {"history": ["a", "a", "b"], "als": ["c", "d"]}
+    merged = merge_user(lists, size=2, weights={"history": 0.0}, rrf_k=10.0)
+    assert [c.item_id for c in merged] == ["c", "d"], "a zero-weight source only adds provenance"
+    full = merge_user(lists, size=10, weights={"history": 0.0}, rrf_k=10.0)
+    assert {c.item_id: c.ranks for c in full}["a"] == {"history": 1}, "a repeated item keeps its first rank"
+    assert merge_user({}, 5, {}, 10.0) == []
+
+
+def test_merge_is_deterministic_on_ties() -> None:
+    lists = {"x": ["b", "a"], "y": ["a", "b"]}
+    assert [c.item_id for c in merge_user(lists, 5, {}, 10.0)] == ["a", "b"]
+    assert merge({"x": {"u": ["a"]}}, ["u", "v"], 5, {}, 10.0)["v"] == []
+
+
+def test_tune_weights_finds_the_useful_source() -> None:
+    truth = {f"u{i}": [f"good{i}"] for i in range(20)}
+    lists = {
+        "noise": {u: [f"noise{j}" for j in range(5)] for u in truth},
+        "signal": {u: [f"x{j}" for j in range(4)] + truth[u] for u in truth},
+    }
+    base = np.mean([truth[u][0] in [c.item_id for c in merge_user({s: v[u] for s, v in lists.items()}, 5, {}, 10.0)] for u in truth])
+    weights, recall = tune_weights(lists, truth, size=5, rrf_k=10.0, k=5)
+    assert recall == pytest.approx(1.0) and recall > base
+    assert weights["signal"] > weights["noise"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, TrainingData]:
+    tmp = tmp_path_factory.mktemp("candidates")
+    config = shop_config(
+        make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work",
+        retrieval={"standin_dim": 8, "two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10}, "index": {"exact_max_items": 10}},
+    )
+    ds = load_dataset(config.data)
+    split = split_by_time(ds.interactions, config.split)
+    return config, TrainingData.build(split.history, ds.items, ds.users, as_of=split.test_start)
+
+
+@pytest.fixture(scope="module")
+def generator(world: tuple[ProjectConfig, TrainingData]) -> CandidateGenerator:
+    config, data = world
+    model = build_model("candidates", config)
+    assert isinstance(model, CandidateGenerator)
+    return model.fit(data)
+
+
+def test_every_source_proposes_catalogue_items(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
+    _, data = world
+    users = data.user_index.ids[:10].tolist()
+    lists = generator.source_lists(users)
+    assert set(lists) == {"history", "two_tower", "als", "copurchase", "content", "popularity"}
+    assert generator.tower_index.kind == "hnsw", "30 items > exact_max_items=10"
+    for source, per_user in lists.items():
+        assert set(per_user) == set(users)
+        for items in per_user.values():
+            assert len(items) <= 10 and len(set(items)) == len(items), source
+            assert all(i in data.item_index for i in items)
+        assert any(per_user.values()), f"{source} proposed nothing"
+
+
+def test_history_source_is_latest_first(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
+    _, data = world
+    user = data.user_index.ids[0]
+    e = data.encoded.filter(data.encoded["user_id"] == user)
+    latest_day = e["timestamp"].max()
+    latest = set(e.filter(e["timestamp"] == latest_day)["item_id"].to_list())
+    listed = history_lists(generator.history, [user], 100)[user]
+    assert set(listed) == set(e["item_id"].to_list())
+    assert set(listed[: len(latest)]) == latest
+    weights = recent_items(generator.history, np.asarray([0, -1]), 2)
+    assert weights[0].nnz == min(2, len(listed)) and weights[1].nnz == 0
+
+
+def test_merged_candidates_cover_history_and_keep_ranks(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
+    _, data = world
+    users = data.user_index.ids[:10].tolist()
+    merged = generator.generate(users)
+    hist = history_lists(generator.history, users, 100)
+    for user in users:
+        cands = merged[user]
+        assert 0 < len(cands) <= 20
+        assert all(c.ranks and all(r >= 1 for r in c.ranks.values()) for c in cands)
+        assert all(a.score >= b.score for a, b in zip(cands, cands[1:]))
+        ids = [c.item_id for c in cands]
+        assert set(hist[user]) <= set(ids), "with equal weights every history item survives a 20-item merge"
+    recs = generator.recommend(users, 5)
+    assert recs.item_ids == [[c.item_id for c in merged[u][:5]] for u in users]
+
+
+def test_save_load_round_trip(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData], tmp_path: Path) -> None:
+    _, data = world
+    users = data.user_index.ids[:8].tolist() + ["never-seen-user"]
+    generator.weights = {"history": 2.0}
+    loaded = CandidateGenerator.load(generator.save(tmp_path / "cands"))
+    assert loaded.weights == {"history": 2.0}
+    assert loaded.recommend(users, 10).item_ids == generator.recommend(users, 10).item_ids
+    generator.weights = {}
