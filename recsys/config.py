@@ -222,9 +222,10 @@ class CandidatesConfig(StrictModel):
 
     size: int = Field(default=150, ge=1)
     per_source: int = Field(default=150, ge=1, description="items each source proposes before the merge")
-    sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "popularity"]] = [
-        "history", "two_tower", "als", "copurchase", "content", "popularity"
+    sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"]] = [
+        "history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"
     ]
+    product_column: str = Field(default="product_code", description="catalogue column grouping variants of one product")
     weights: dict[str, float] = Field(default_factory=dict, description="per-source fusion weights; unset = 1")
     rrf_k: float = Field(default=10.0, gt=0, description="reciprocal-rank-fusion constant: score += w / (rrf_k + rank)")
     recent_items: int = Field(default=5, ge=1, description="latest history items whose neighbours are proposed")

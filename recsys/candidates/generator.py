@@ -83,6 +83,14 @@ class CandidateGenerator(Recommender):
                 two_tower = TwoTowerRecommender.from_config(p).fit(data)
             self.two_tower = two_tower
             self.tower_index = tower_index or ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
+        if "same_product" in wanted:
+            column = c.product_column
+            if column in data.items.columns:
+                codes = data.items[column].to_list()
+            else:  # optional metadata: without it the source proposes nothing
+                log.warning("candidates: catalogue has no %r column (retrieval.candidates.product_column); same_product is empty", column)
+                codes = [None] * data.n_items
+            self.product_codes, self.product_groups = src.product_groups(codes, self.history.fallback_scores)
         if "content" in wanted:
             if vectors is None:
                 if p is None:
@@ -118,6 +126,8 @@ class CandidateGenerator(Recommender):
                 out[source] = {u: (lists[u] if ok else []) for u, ok in zip(users, known)}
             elif source == "content":
                 out[source] = src.content_lists(self.content, self.content_index, self.history, users, k, self.config.recent_items)
+            elif source == "same_product":
+                out[source] = src.same_product_lists(self.product_codes, self.product_groups, self.history, users, k)
             elif source == "popularity":
                 out[source] = src.popularity_lists(self.history, users, k)
             self.timings[source] = time.perf_counter() - start
@@ -149,6 +159,8 @@ class CandidateGenerator(Recommender):
         arrays: dict[str, np.ndarray] = {}
         if hasattr(self, "content"):
             arrays = {"content": self.content, "content_ids": self.content_index.item_ids}
+        if hasattr(self, "product_codes"):
+            arrays["product_codes"] = np.asarray(["" if c is None else str(c) for c in self.product_codes])
         out = write_atomic_dir(directory, meta, arrays)
         for part in ("history", "als", "knn", "two_tower"):
             if hasattr(self, part):
@@ -174,6 +186,9 @@ class CandidateGenerator(Recommender):
         if hasattr(model, "two_tower"):
             model.tower_index = ItemIndex.build(model.two_tower.item_index.ids, model.two_tower.item_vectors, model.index_config)
         with np.load(directory / "arrays.npz", allow_pickle=False) as z:
+            if "product_codes" in z.files:
+                codes = [c or None for c in z["product_codes"].tolist()]
+                model.product_codes, model.product_groups = src.product_groups(codes, model.history.fallback_scores)
             if "content" in z.files:
                 model.content = z["content"]
                 ids = z["content_ids"]

@@ -77,7 +77,7 @@ def tune_weights(
     size: int,
     rrf_k: float,
     k: int,
-    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    grid: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
     rounds: int = 2,
 ) -> tuple[dict[str, float], float]:
     """Coordinate ascent on per-source weights for mean Recall@k of the merged list.

@@ -5,6 +5,7 @@ two_tower    nearest items to the user-tower vector in the FAISS item index
 als          implicit ALS top items
 copurchase   item-kNN (co-purchase) neighbours of the user's most recent items
 content      items whose content vector is closest to the centroid of the recent items
+same_product other variants (colours, sizes) of products the user bought, most popular first
 popularity   the most bought items of the last days (the same list for everybody)
 """
 
@@ -114,3 +115,39 @@ def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int)
     """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model)."""
     top = model.item_index.ids[top_k_indices(model.fallback_scores, k)].tolist()
     return {u: list(top) for u in user_ids}
+
+
+def product_groups(codes: Sequence[object], popularity: np.ndarray) -> tuple[np.ndarray, dict[object, np.ndarray]]:
+    """(group id per item row, item rows of each group ordered by popularity, then row)."""
+    keys = list(codes)
+    groups: dict[object, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key is not None:
+            groups.setdefault(key, []).append(row)
+    ordered = {k: np.asarray(sorted(v, key=lambda r: (-popularity[r], r)), dtype=np.int64) for k, v in groups.items()}
+    return np.asarray(keys, dtype=object), ordered
+
+
+def same_product_lists(
+    codes: np.ndarray, groups: dict[object, np.ndarray], history: HistoryRecommender, user_ids: Sequence[str], k: int
+) -> SourceLists:
+    """Other variants of the products in the user's history: latest product first, popular variants first."""
+    rows = history.user_index.lookup(list(user_ids))
+    out: SourceLists = {}
+    for user, r in zip(user_ids, rows):
+        items: list[int] = []
+        if r >= 0:
+            start, end = history.history.indptr[r], history.history.indptr[r + 1]
+            cols, vals = history.history.indices[start:end], history.history.data[start:end]
+            bought = set(cols.tolist())
+            seen_groups: set[object] = set()
+            for c in cols[np.lexsort((cols, -vals))]:
+                key = codes[c]
+                if key is None or key in seen_groups:
+                    continue
+                seen_groups.add(key)
+                items.extend(int(x) for x in groups[key] if int(x) not in bought)
+                if len(items) >= k:
+                    break
+        out[user] = history.item_index.ids[np.asarray(items[:k], dtype=np.int64)].tolist()
+    return out

@@ -3,6 +3,11 @@
 A flat (exact) index scans every item: fine up to tens of thousands of items. Above
 ``exact_max_items`` an HNSW graph answers in sub-linear time; :func:`ann_recall` measures
 how much of the exact top k it returns, so the trade-off is a number, not a hope.
+
+Inner product is not a metric, and HNSW over raw inner products lost recall on two-tower
+vectors of uneven norms (0.966 at 100 on H&M). The HNSW index therefore stores each item as
+``[x, sqrt(M^2 - |x|^2)]`` and searches L2 with queries ``[q, 0]``: ``|q - x|^2 = |q|^2 + M^2 - 2 q.x``,
+so the L2 order is exactly the inner-product order (Bachrach et al., RecSys 2014).
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ class ItemIndex:
 
     Attributes:
         item_ids: external ids in index order.
-        index: the FAISS index (IndexFlatIP or IndexHNSWFlat with inner product).
+        index: the FAISS index (IndexFlatIP, or IndexHNSWFlat over norm-augmented vectors).
         kind: "exact" or "hnsw".
+        max_norm: the largest item norm (the HNSW augmentation constant).
     """
 
     item_ids: np.ndarray
     index: faiss.Index
     kind: str
+    max_norm: float = 0.0
 
     @classmethod
     def build(cls, item_ids: np.ndarray, vectors: np.ndarray, config: IndexConfig | None = None, threads: int = 2) -> Self:
@@ -61,13 +68,16 @@ class ItemIndex:
         if len(item_ids) <= config.exact_max_items:
             index: faiss.Index = faiss.IndexFlatIP(d)
             kind = "exact"
-        else:
-            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.ef_construction
-            index.hnsw.efSearch = config.ef_search
-            kind = "hnsw"
-        index.add(vectors)
-        return cls(np.asarray(item_ids, dtype=str), index, kind)
+            index.add(vectors)
+            return cls(np.asarray(item_ids, dtype=str), index, kind)
+        norms = np.linalg.norm(vectors, axis=1)
+        max_norm = float(norms.max()) if len(norms) else 0.0
+        extra = np.sqrt(np.clip(max_norm**2 - norms**2, 0.0, None)).astype(np.float32)[:, None]
+        index = faiss.IndexHNSWFlat(d + 1, config.hnsw_m, faiss.METRIC_L2)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+        index.add(np.ascontiguousarray(np.hstack([vectors, extra])))
+        return cls(np.asarray(item_ids, dtype=str), index, "hnsw", max_norm)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -78,7 +88,12 @@ class ItemIndex:
         if self.kind == "hnsw":
             # efSearch below k would cap the result list; widen it for this call.
             self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
-        if self.kind == "hnsw" or len(q) <= 1:
+            padded = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), dtype=np.float32)]))
+            dist, rows = self.index.search(padded, min(k, len(self)))
+            # back to inner products: q.x = (|q|^2 + M^2 - |q - x|^2) / 2
+            scores = (np.sum(q * q, axis=1, keepdims=True) + self.max_norm**2 - dist) / 2
+            return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+        if len(q) <= 1:
             scores, rows = self.index.search(q, min(k, len(self)))
             return rows, scores
         # Exact search one query at a time: FAISS switches to BLAS for batches of 20+ queries, whose
@@ -100,7 +115,8 @@ class ItemIndex:
         try:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             np.savez(tmp / "items.npz", item_ids=self.item_ids.astype(str))
-            (tmp / "index.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": self.kind, "n": len(self)}))
+            meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "n": len(self), "max_norm": self.max_norm}
+            (tmp / "index.json").write_text(json.dumps(meta))
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
                 directory.rename(old)
@@ -132,7 +148,7 @@ class ItemIndex:
             ids = z["item_ids"]
         if len(ids) != index.ntotal:
             raise ValueError(f"{directory}: {len(ids)} ids for an index of {index.ntotal} vectors")
-        return cls(ids, index, meta["kind"])
+        return cls(ids, index, meta["kind"], float(meta.get("max_norm", 0.0)))
 
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
