@@ -18,20 +18,21 @@ from recsys.data.dataset import Dataset
 from recsys.evaluation.protocol import prepare_evaluation, score_lists
 from training.retrieval import run_retrieval
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def sliced(hm_config: ProjectConfig) -> tuple[ProjectConfig, Dataset]:
-    """6,000 users who bought in the last two days (and all their purchases); the items of the week."""
+    """3,000 users who bought in the last two days (and all their purchases); the items of the week."""
     ds = load_dataset(hm_config.data)
     late = ds.interactions.filter(pl.col("timestamp") >= pl.datetime(2020, 9, 21))
-    users = late["user_id"].unique().sort().sample(6000, seed=0)
+    users = late["user_id"].unique().sort().sample(3000, seed=0)
     inter = ds.interactions.filter(pl.col("user_id").is_in(users.implode()))
     items = ds.items.filter(pl.col("item_id").is_in(ds.interactions["item_id"].unique().implode()))
     sliced = Dataset(inter, items, ds.users, ds.images, ds.report, ds.fingerprint)
     config = hm_config.model_copy(
         update={
+            "models": hm_config.models.model_copy(update={"als": hm_config.models.als.model_copy(update={"factors": 32, "iterations": 8})}),
             "retrieval": hm_config.retrieval.model_copy(
                 update={
                     "standin_dim": 32,
@@ -73,7 +74,7 @@ def test_two_tower_and_merged_candidates_beat_their_parts(sliced: tuple[ProjectC
     summary = run_retrieval(config, ds, track=False)
     test = {row["model"]: row for row in summary["test"]}
     sources = summary["candidates"]["sources"]
-    assert summary["users"] > 300
+    assert summary["users"] > 150
     assert test["two_tower"]["recall@100"] > sources["popularity"]["recall@100"] + 0.05
     merged = summary["candidates"]["recall@100"]
     assert merged >= max(row["recall@100"] for row in sources.values()) - 0.005

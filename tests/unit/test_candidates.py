@@ -61,7 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, Trai
     tmp = tmp_path_factory.mktemp("candidates")
     config = shop_config(
         make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work",
-        retrieval={"standin_dim": 8, "two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10}, "index": {"exact_max_items": 10}},
+        retrieval={"standin_dim": 8, "two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10, "product_column": "product_type"}, "index": {"exact_max_items": 10}},
     )
     ds = load_dataset(config.data)
     split = split_by_time(ds.interactions, config.split)
@@ -80,7 +80,7 @@ def test_every_source_proposes_catalogue_items(generator: CandidateGenerator, wo
     _, data = world
     users = data.user_index.ids[:10].tolist()
     lists = generator.source_lists(users)
-    assert set(lists) == {"history", "two_tower", "als", "copurchase", "content", "popularity"}
+    assert set(lists) == {"history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"}
     assert generator.tower_index.kind == "hnsw", "30 items > exact_max_items=10"
     for source, per_user in lists.items():
         assert set(per_user) == set(users)
@@ -101,6 +101,27 @@ def test_history_source_is_latest_first(generator: CandidateGenerator, world: tu
     assert set(listed[: len(latest)]) == latest
     weights = recent_items(generator.history, np.asarray([0, -1]), 2)
     assert weights[0].nnz == min(2, len(listed)) and weights[1].nnz == 0
+
+
+def test_same_product_proposes_unbought_variants_by_popularity(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
+    _, data = world
+    user = data.user_index.ids[0]
+    bought = set(history_lists(generator.history, [user], 100)[user])
+    kind = dict(zip(data.items["item_id"].to_list(), data.items["product_type"].to_list()))
+    proposed = src_same_product(generator, user)
+    assert proposed and not bought.intersection(proposed)
+    assert {kind[i] for i in proposed} <= {kind[i] for i in bought}
+    latest_kind = kind[history_lists(generator.history, [user], 1)[user][0]]
+    first_block = [i for i in proposed if kind[i] == latest_kind]
+    pop = {i: generator.history.fallback_scores[data.item_index.get(i)] for i in first_block}
+    assert proposed[: len(first_block)] == first_block, "the latest product's variants come first"
+    assert all(pop[a] >= pop[b] for a, b in zip(first_block, first_block[1:]))
+
+
+def src_same_product(generator: CandidateGenerator, user: str) -> list[str]:
+    from recsys.candidates.sources import same_product_lists
+
+    return same_product_lists(generator.product_codes, generator.product_groups, generator.history, [user], 100)[user]
 
 
 def test_merged_candidates_cover_history_and_keep_ranks(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
