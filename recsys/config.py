@@ -193,6 +193,11 @@ class TwoTowerConfig(StrictModel):
     logq_correction: bool = True
     extra_negatives: int = Field(default=0, ge=0, description="uniformly sampled catalogue negatives per batch")
     id_dropout: float = Field(default=0.25, ge=0, le=1, description="chance of hiding an example's item id (cold items)")
+    cold_simulation: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of id-dropped items that also lose ALS factors and price (a fully cold item); 0.25 cost "
+        "validation Recall@100 0.368 -> 0.325 after 2 epochs on H&M",
+    )
     user_id_dropout: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float = Field(default=2.0, gt=0)
     max_history: int = Field(default=50, ge=1)

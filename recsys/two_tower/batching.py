@@ -43,6 +43,7 @@ def make_batch(
     item_rows: np.ndarray,
     drop_item_id: np.ndarray | None = None,
     drop_user_id: np.ndarray | None = None,
+    cold_dense: np.ndarray | None = None,
 ) -> Batch:
     """Build the KJT and dense tensors for queries and/or items.
 
@@ -51,8 +52,9 @@ def make_batch(
         queries: query rows (None for an item-only batch).
         items: the item feature table.
         item_rows: catalogue rows for the item side (may be empty for a query-only batch).
-        drop_item_id: bool per item row; True hides the item id, ALS factors and price (cold-start
-            training). Items not ``known`` (never bought in training) always have their id hidden.
+        drop_item_id: bool per item row; True hides the item id (cold-start training). Items not
+            ``known`` (never bought in training) always have their id hidden.
+        cold_dense: bool per item row; True also zeroes its ALS factors and price features.
         drop_user_id: bool per query; True hides the user id.
 
     Returns:
@@ -112,8 +114,8 @@ def make_batch(
         user_dense[:nq] = queries.dense
     item_dense = np.zeros((rows, spec.item_dense_dim), dtype=np.float32)
     item_dense[:ni] = items.dense[item_rows]
-    if drop_item_id is not None and drop_item_id.any():
+    if cold_dense is not None and cold_dense.any():
         # Simulate a cold item completely: besides its id, hide what only purchases give it
         # (ALS factors, price), so the tower learns to score from content and metadata alone.
-        item_dense[np.flatnonzero(drop_item_id), spec.content_dim :] = 0.0
+        item_dense[np.flatnonzero(cold_dense), spec.content_dim :] = 0.0
     return Batch(kjt, torch.from_numpy(user_dense), torch.from_numpy(item_dense), nq, item_rows)

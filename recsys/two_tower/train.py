@@ -222,14 +222,16 @@ def _train(
         order = rng.permutation(n)
         drop_item = rng.random(n) < config.id_dropout
         drop_user = rng.random(n) < config.user_id_dropout
+        cold = drop_item & (rng.random(n) < config.cold_simulation)
         module.train()
         t0, total = time.perf_counter(), 0.0
         for step in range(steps):
             idx = order[step * global_batch + rank * local_batch : step * global_batch + (rank + 1) * local_batch]
             extra = rng.choice(candidates, size=config.extra_negatives) if config.extra_negatives else np.empty(0, np.int64)
             rows = np.concatenate([targets[idx], extra])
-            drops = np.concatenate([drop_item[idx], np.zeros(len(extra), dtype=bool)])
-            batch = make_batch(spec, queries.subset(idx), items, rows, drop_item_id=drops, drop_user_id=drop_user[idx])
+            pad = np.zeros(len(extra), dtype=bool)
+            drops, colds = np.concatenate([drop_item[idx], pad]), np.concatenate([cold[idx], pad])
+            batch = make_batch(spec, queries.subset(idx), items, rows, drop_item_id=drops, drop_user_id=drop_user[idx], cold_dense=colds)
             users, cands = module(batch.features, batch.user_dense, batch.item_dense)
             log_q = None
             if config.logq_correction:

@@ -144,8 +144,13 @@ def test_cold_items_get_vectors_from_content_and_metadata(fitted: TwoTowerRecomm
 def test_cold_item_ids_are_never_looked_up(world: tuple[ProjectConfig, TrainingData]) -> None:
     config, data = world
     _, spec, items, _, _ = parts(config, data)
+    rows = np.arange(items.n_items)
+    cold = make_batch(spec, None, items, rows, cold_dense=np.ones(items.n_items, dtype=bool))
+    dense = cold.item_dense.numpy()
+    assert np.all(dense[:, spec.content_dim :] == 0), "a simulated cold item loses ALS factors and price"
+    np.testing.assert_array_equal(dense[:, : spec.content_dim], items.dense[:, : spec.content_dim])
     items.known[:] = False
-    batch = make_batch(spec, None, items, np.arange(items.n_items))
+    batch = make_batch(spec, None, items, rows)
     assert int(batch.features["item_id"].lengths().sum()) == 0
 
 
