@@ -22,6 +22,8 @@ from mlflow.entities import Run  # noqa: E402
 from recsys.config import ProjectConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
+# Read once, before this module ever calls mlflow.set_tracking_uri (which exports the variable).
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def tracking_paths(work_dir: Path) -> tuple[str, str]:
@@ -38,11 +40,15 @@ def configure(config: ProjectConfig) -> str:
     Returns:
         The experiment id.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = _USER_TRACKING_URI
     artifact_root: str | None = None
     if not uri:
         uri, artifact_root = tracking_paths(config.work_path)
     mlflow.set_tracking_uri(uri)
+    if not _USER_TRACKING_URI:
+        # mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; left there, it would pin every
+        # later config (and every child process) to this project's store as if a user had set it.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     name = f"recsys-{config.name}"
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

@@ -15,7 +15,8 @@ import pytest
 
 from recsys.config import PROJECT_ROOT, load_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test pays for training the small bundle (~5-8 min cold on 2 cores, content features included).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")

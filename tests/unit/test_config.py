@@ -48,5 +48,5 @@ def test_env_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_variant_config_extends_base() -> None:
     small = load_config(PROJECT_ROOT / "configs" / "hm_small.yaml")
     base = load_config(PROJECT_ROOT / "configs" / "hm.yaml")
-    assert small.name == "hm_small" and small.data.user_sample == 0.05
+    assert small.name == "hm_small" and small.data.user_sample == 0.03
     assert small.data.interactions == base.data.interactions and small.split == base.split

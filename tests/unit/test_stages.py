@@ -41,3 +41,19 @@ def test_failed_stage_is_not_marked_done(shop: tuple[Path, ProjectConfig]) -> No
     assert not any((config.work_path / "stages" / "demo").iterdir())
     ok = StageRunner(config).run("demo", {"a": 1}, lambda out: {"x": 1.0})
     assert not ok.reused
+
+
+def test_tracking_store_follows_each_config(shop: tuple[Path, ProjectConfig], tmp_path: Path) -> None:
+    """Two configs in one process log to their own stores (MLflow's exported URI must not leak)."""
+    import os
+
+    from tests.conftest import shop_config
+    from training.tracking import start_run
+
+    root, first = shop
+    second = shop_config(root, tmp_path / "other_work")
+    for config in (first, second):
+        with start_run(config, "probe"):
+            pass
+        assert (config.work_path / "mlflow" / "mlflow.db").is_file()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
