@@ -56,11 +56,39 @@ def compact(summary: dict) -> dict:
     }
 
 
+def index_sweep(artifacts: Path, ef_values: list[int], users: int = 2036, k: int = 100) -> list[dict]:
+    """ANN recall@k and query time of the saved HNSW index at several efSearch values.
+
+    Uses the two-tower saved by the run (``<artifacts>/candidates/two_tower``) and its index
+    (``<artifacts>/two_tower_index``); queries are the first ``users`` user vectors.
+    """
+    import time
+
+    import numpy as np
+
+    from recsys.index.faiss_index import ItemIndex, ann_recall
+    from recsys.two_tower.recommender import TwoTowerRecommender
+
+    tower = TwoTowerRecommender.load(artifacts / "candidates" / "two_tower")
+    index = ItemIndex.load(artifacts / "two_tower_index")
+    queries = tower.user_vectors[np.linspace(0, len(tower.user_vectors) - 1, users).astype(int)]
+    rows = []
+    for ef in ef_values:
+        index.index.hnsw.efSearch = ef
+        start = time.perf_counter()
+        index.search(queries, k)
+        ms = 1000 * (time.perf_counter() - start) / len(queries)
+        rows.append({"ef_search": ef, f"ann_recall@{k}": round(ann_recall(index, queries, tower.item_vectors, k), 4), "query_ms_per_user": round(ms, 3)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/hm.yaml")
     parser.add_argument("--from-summary", type=Path, help="format an existing `recsys retrieval --json` summary")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval.json")
+    parser.add_argument("--index-sweep", type=Path, metavar="ARTIFACTS", help="also measure the saved HNSW index at several efSearch")
     args = parser.parse_args()
     if args.from_summary:
         summary = json.loads(args.from_summary.read_text())
@@ -75,6 +103,8 @@ def main() -> int:
         config = load_config(args.config)
         summary = run_retrieval(config, load_dataset(config.data))
     result = compact(summary)
+    if args.index_sweep:
+        result["index_sweep"] = index_sweep(args.index_sweep, [256, 512, 1024, 2048])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")

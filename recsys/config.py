@@ -219,7 +219,7 @@ class IndexConfig(StrictModel):
     exact_max_items: int = Field(default=50_000, ge=1)
     hnsw_m: int = Field(default=32, ge=4)
     ef_construction: int = Field(default=200, ge=8)
-    ef_search: int = Field(default=512, ge=8)
+    ef_search: int = Field(default=1024, ge=8)
 
 
 class CandidatesConfig(StrictModel):
