@@ -113,7 +113,7 @@ class BundleService:
 
     def _context_lists(self, rows: np.ndarray, text: str | None, image: Image.Image | None, query: Query, size: int) -> dict[str, list[str]]:
         """Source lists for a visitor known only by context (recent items, a text, a photo)."""
-        ids = self.data.item_index.ids
+        ids = self.data.item_index.ids.astype(object)  # plain str ids in responses, not numpy scalars
         lists: dict[str, list[str]] = {}
         if len(rows):
             lists["history"] = [ids[r] for r in rows[::-1]]

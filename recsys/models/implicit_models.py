@@ -143,9 +143,30 @@ class ALSRecommender(FactorRecommender):
         model = self._new_model()
         model.item_factors = self.item_factors
         model.user_factors = np.zeros((1, self.item_factors.shape[1]), dtype=np.float32)
-        # Weight the new row like training rows would have been: bm25 on a single row uses its own length.
-        vec = model.recalculate_user(0, self.weighted(row).tocsr())
+        vec = model.recalculate_user(0, self.weight_new_rows(row))
         return np.asarray(vec, dtype=np.float32).reshape(-1)
+
+    def weight_new_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """Weight new users' count rows exactly as their rows would have been weighted in training.
+
+        BM25/TF-IDF need the training matrix's item document frequencies and average row length;
+        weighting a lone row by itself gives a negative idf (log 1 - log 2) and NaN vectors.
+        """
+        c = self.config
+        out = rows.tocoo(copy=True)
+        out.data = out.data.astype(np.float64)
+        if c.weighting == "none":
+            return out.tocsr().astype(np.float32)
+        seen = self.seen.tocoo()
+        n_users = float(seen.shape[0])
+        idf = np.log(n_users) - np.log1p(np.bincount(seen.col, minlength=seen.shape[1]))
+        if c.weighting == "tfidf":
+            out.data = np.sqrt(out.data) * idf[out.col]
+        else:
+            average_length = float(np.asarray(self.seen.sum(axis=1)).mean())
+            length_norm = (1.0 - c.bm25_b) + c.bm25_b * np.asarray(out.sum(axis=1)).ravel() / average_length
+            out.data = out.data * (c.bm25_k1 + 1.0) / (c.bm25_k1 * length_norm[out.row] + out.data) * idf[out.col]
+        return out.tocsr().astype(np.float32)
 
 
 class BPRRecommender(FactorRecommender):
