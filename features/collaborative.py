@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from recsys.config import ALSConfig
 from recsys.data.interactions import IdIndex, TrainingData
+from recsys.models.implicit_models import solve_user_factors, weight_new_rows, weighting_stats
 
 if TYPE_CHECKING:  # the registry imports this module's users, so import the model lazily
     from recsys.models.implicit_models import ALSRecommender
@@ -69,13 +70,10 @@ class ALSFactors:
             from recsys.models.implicit_models import ALSRecommender
 
             model = ALSRecommender(config).fit(data)
-        counts = data.user_items
-        n_users = counts.shape[0]
-        df = np.bincount(counts.tocoo().col, minlength=counts.shape[1])
-        idf = (np.log(max(n_users, 1)) - np.log1p(df)).astype(np.float32)
+        idf, average_length = weighting_stats(data.user_items)
         return cls(
             model.config, data.user_index.ids, data.item_index.ids, model.user_factors, model.item_factors,
-            idf, float(np.asarray(counts.sum(axis=1)).mean()) if n_users else 1.0,
+            idf.astype(np.float32), average_length,
         )
 
     @property
@@ -84,23 +82,10 @@ class ALSFactors:
 
     def weight_rows(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         """Confidence-weight user rows exactly as the training matrix was weighted."""
-        c = self.config
-        x = counts.tocsr().astype(np.float32).copy()
-        if c.weighting == "none":
-            return x
-        row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-        idf = self.idf[x.indices]
-        if c.weighting == "tfidf":
-            x.data = np.sqrt(x.data) * idf
-            return x
-        length_norm = (1.0 - c.bm25_b) + c.bm25_b * np.asarray(x.sum(axis=1)).ravel() / self.average_length
-        x.data = x.data * (c.bm25_k1 + 1.0) / (c.bm25_k1 * length_norm[row_of] + x.data) * idf
-        return x
+        return weight_new_rows(counts, self.config, self.idf, self.average_length)
 
     def fold_in(self, counts: sp.csr_matrix) -> np.ndarray:
         """User vectors for many interaction rows at once, item factors held fixed.
-
-        This is the ALS user step (implicit's ``recalculate_user``, one least-squares solve per row).
 
         Args:
             counts: (n, n_items) interaction counts over this artifact's item universe.
@@ -108,24 +93,9 @@ class ALSFactors:
         Returns:
             (n, f) float32; rows without a known item are zero.
         """
-        from implicit.cpu.als import AlternatingLeastSquares
-
         if counts.shape[1] != len(self.item_ids):
             raise ValueError(f"fold_in: rows have {counts.shape[1]} columns, the factors cover {len(self.item_ids)} items")
-        out = np.zeros((counts.shape[0], self.dim), dtype=np.float32)
-        if counts.shape[0] == 0:
-            return out
-        c = self.config
-        solver = AlternatingLeastSquares(factors=self.dim, regularization=c.regularization, alpha=c.alpha, num_threads=1)
-        solver.item_factors = self.item_factors
-        weighted = self.weight_rows(counts)
-        # implicit's solver expects positive confidences; bm25 idf is negative only for items bought
-        # by more than half the users, which never happens in real catalogues but can in tiny tests.
-        weighted.data = np.maximum(weighted.data, 1e-6)
-        nonempty = np.flatnonzero(np.diff(weighted.indptr))
-        if len(nonempty):
-            out[nonempty] = solver.recalculate_user(nonempty, weighted[nonempty])
-        return out
+        return solve_user_factors(self.weight_rows(counts), self.item_factors, self.config)
 
     def fold_in_items(self, histories: list[list[str]]) -> np.ndarray:
         """Vectors for users given as lists of item ids (repeats add up, unknown ids are ignored)."""

@@ -65,6 +65,55 @@ def confidence_weighting(user_items: sp.csr_matrix, scheme: str, k1: float = 100
     return weighted.tocsr().astype(np.float32)
 
 
+def weighting_stats(user_items: sp.csr_matrix) -> tuple[np.ndarray, float]:
+    """(item idf, average row length) of a training matrix: what weighting a new row needs."""
+    n_users = user_items.shape[0]
+    df = np.bincount(user_items.tocoo().col, minlength=user_items.shape[1])
+    idf = np.log(max(n_users, 1)) - np.log1p(df)
+    return idf, float(np.asarray(user_items.sum(axis=1)).mean()) if n_users else 1.0
+
+
+def weight_new_rows(counts: sp.csr_matrix, config: ALSConfig, idf: np.ndarray, average_length: float) -> sp.csr_matrix:
+    """Confidence-weight new users' count rows exactly as their rows were weighted in training.
+
+    BM25/TF-IDF need the training matrix's item idf and average row length (see
+    :func:`weighting_stats`); weighting a lone row by itself gives a negative idf (log 1 - log 2)
+    and NaN vectors.
+    """
+    x = counts.tocsr().astype(np.float32).copy()
+    if config.weighting == "none":
+        return x
+    row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    item_idf = idf[x.indices]
+    if config.weighting == "tfidf":
+        x.data = (np.sqrt(x.data) * item_idf).astype(np.float32)
+        return x
+    length_norm = (1.0 - config.bm25_b) + config.bm25_b * np.asarray(x.sum(axis=1)).ravel() / average_length
+    x.data = (x.data * (config.bm25_k1 + 1.0) / (config.bm25_k1 * length_norm[row_of] + x.data) * item_idf).astype(np.float32)
+    return x
+
+
+def solve_user_factors(weighted: sp.csr_matrix, item_factors: np.ndarray, config: ALSConfig) -> np.ndarray:
+    """The ALS user step for many weighted rows at once (implicit's ``recalculate_user``), items fixed.
+
+    Returns:
+        (n, f) float32; rows without any interaction are zero.
+    """
+    from implicit.cpu.als import AlternatingLeastSquares as CpuALS
+
+    out = np.zeros((weighted.shape[0], item_factors.shape[1]), dtype=np.float32)
+    weighted = weighted.tocsr().copy()
+    # implicit's solver expects positive confidences; bm25 idf is negative only for items bought
+    # by more than half the users, which never happens in real catalogues but can in tiny tests.
+    weighted.data = np.maximum(weighted.data, 1e-6)
+    nonempty = np.flatnonzero(np.diff(weighted.indptr))
+    if len(nonempty):
+        solver = CpuALS(factors=item_factors.shape[1], regularization=config.regularization, alpha=config.alpha, num_threads=1)
+        solver.item_factors = item_factors
+        out[nonempty] = solver.recalculate_user(nonempty, weighted[nonempty])
+    return out
+
+
 class FactorRecommender(ScoringRecommender):
     """Shared scoring and storage for matrix-factorisation models (score = user . item)."""
 
@@ -136,37 +185,16 @@ class ALSRecommender(FactorRecommender):
         rows = self.item_index.lookup(item_ids)
         w = np.ones(len(item_ids), dtype=np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
         keep = rows >= 0
-        if not keep.any():
-            return np.zeros(self.item_factors.shape[1], dtype=np.float32)
         row = sp.csr_matrix((w[keep], (np.zeros(int(keep.sum()), dtype=np.int64), rows[keep])), shape=(1, len(self.item_index)))
         row.sum_duplicates()
-        model = self._new_model()
-        model.item_factors = self.item_factors
-        model.user_factors = np.zeros((1, self.item_factors.shape[1]), dtype=np.float32)
-        vec = model.recalculate_user(0, self.weight_new_rows(row))
-        return np.asarray(vec, dtype=np.float32).reshape(-1)
+        return solve_user_factors(self.weight_new_rows(row), self.item_factors, self.config)[0]
 
     def weight_new_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
-        """Weight new users' count rows exactly as their rows would have been weighted in training.
-
-        BM25/TF-IDF need the training matrix's item document frequencies and average row length;
-        weighting a lone row by itself gives a negative idf (log 1 - log 2) and NaN vectors.
-        """
-        c = self.config
-        out = rows.tocoo(copy=True)
-        out.data = out.data.astype(np.float64)
-        if c.weighting == "none":
-            return out.tocsr().astype(np.float32)
-        seen = self.seen.tocoo()
-        n_users = float(seen.shape[0])
-        idf = np.log(n_users) - np.log1p(np.bincount(seen.col, minlength=seen.shape[1]))
-        if c.weighting == "tfidf":
-            out.data = np.sqrt(out.data) * idf[out.col]
-        else:
-            average_length = float(np.asarray(self.seen.sum(axis=1)).mean())
-            length_norm = (1.0 - c.bm25_b) + c.bm25_b * np.asarray(out.sum(axis=1)).ravel() / average_length
-            out.data = out.data * (c.bm25_k1 + 1.0) / (c.bm25_k1 * length_norm[out.row] + out.data) * idf[out.col]
-        return out.tocsr().astype(np.float32)
+        """New users' count rows weighted like training rows (statistics from the training matrix)."""
+        cached = getattr(self, "_weighting_stats", None)
+        if cached is None or cached[0] is not self.seen:
+            cached = self._weighting_stats = (self.seen, *weighting_stats(self.seen))
+        return weight_new_rows(rows, self.config, cached[1], cached[2])
 
 
 class BPRRecommender(FactorRecommender):
