@@ -23,6 +23,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.atomic import save_npz
 from recsys.config import ALSConfig
 from recsys.data.interactions import IdIndex, TrainingData
 from recsys.models.implicit_models import solve_user_factors, weight_new_rows, weighting_stats
@@ -127,11 +128,8 @@ class ALSFactors:
 
     def save(self, path: str | Path) -> Path:
         """Write one ``.npz`` (no pickle) atomically; the config travels as JSON inside it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
+        return save_npz(
+            path,
             config=np.asarray([json.dumps(self.config.model_dump())]),
             user_ids=self.user_ids.astype(str),
             item_ids=self.item_ids.astype(str),
@@ -140,8 +138,6 @@ class ALSFactors:
             idf=self.idf.astype(np.float32),
             average_length=np.asarray([self.average_length]),
         )
-        tmp.replace(path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> Self:

@@ -12,6 +12,7 @@ import polars as pl
 from matplotlib.figure import Figure
 from PIL import Image
 
+from recsys.atomic import atomic_path
 from recsys.data.images import ImageStore
 
 
@@ -72,9 +73,7 @@ def image_grid(
 
 def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
     """Save a figure as PNG atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

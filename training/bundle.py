@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from recsys.atomic import write_json, write_text
 
 MANIFEST = "manifest.json"
 POINTER = "latest"
@@ -119,7 +120,7 @@ def write_bundle(
             "files": files,
             **info,
         }
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest, sort_keys=True, default=str)
         verify_bundle(tmp)
         final = root / version
         if final.exists():
@@ -173,7 +174,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
 
 def set_latest(root: Path, version: str) -> None:
     """Point ``latest`` at a bundle (atomic rename of a small text file)."""
-    _write_text_atomic(root / POINTER, version + "\n")
+    write_text(root / POINTER, version + "\n")
 
 
 def resolve_bundle(root_or_path: Path, version: str | None = None) -> Path:
@@ -197,13 +198,3 @@ def load_bundle(root_or_path: Path, version: str | None = None) -> Bundle:
     """Resolve and verify a bundle (checksums included)."""
     path = resolve_bundle(root_or_path, version)
     return Bundle(path, verify_bundle(path))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    _write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -20,6 +20,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from recsys.atomic import write_text  # noqa: E402
 from recsys.config import ConfigError, load_config  # noqa: E402
 from recsys.data import DataValidationError, load_dataset  # noqa: E402
 
@@ -54,7 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data)
     print(dataset.report.describe())
     if args.json:
-        write_text_atomic(args.json, dataset.report.to_json())
+        write_text(args.json, dataset.report.to_json())
     return 0
 
 
@@ -97,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "table": table.to_dicts(),
             "per_user": {r.name: r.per_user.to_dict(as_series=False) for r in results},
         }
-        write_text_atomic(args.json, json.dumps(payload))
+        write_text(args.json, json.dumps(payload))
         print(f"wrote {args.json}")
     return 0
 
@@ -124,14 +125,6 @@ def _content(args: argparse.Namespace) -> int:
 
 
 _content_args.run = _content  # type: ignore[attr-defined]
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temp file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
 
 @command("serve", "serve the HTTP API and web page: the latest bundle under <work_dir>/bundles, or --bundle")
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -201,7 +194,7 @@ def _retrieval(args: argparse.Namespace) -> int:
     summary = run_retrieval(config, load_dataset(config.data), save_dir=args.save_dir, track=not args.no_mlflow)
     print(json.dumps({k: summary[k] for k in ("test", "two_tower", "index", "candidates")}, indent=2, default=str))
     if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2, default=str))
+        write_text(args.json, json.dumps(summary, indent=2, default=str))
     return 0
 
 

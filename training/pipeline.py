@@ -13,7 +13,6 @@ per stage.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import shutil
@@ -27,6 +26,7 @@ import polars as pl
 
 from features.content.vectors import ItemVectors
 from features.ranking import RankingFeatures, build_item_table, user_states
+from recsys.atomic import atomic_path
 from recsys.candidates.generator import CandidateGenerator
 from recsys.config import ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
@@ -322,9 +322,8 @@ def _save_candidates(candidates: dict[str, list[Any]], path: Path) -> None:
         for c in cands
     ]
     frame = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64, "ranks": pl.String})
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
 
 
 def _load_candidates(path: Path) -> dict[str, list[Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,6 +18,8 @@ from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from recsys.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class VectorCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "identity.txt").exists():
-            _write_text_atomic(self.dir / "identity.txt", self.identity + "\n")
+            write_text(self.dir / "identity.txt", self.identity + "\n")
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         tmp = self.dir / f".{name}.tmp.npz"
         np.savez(tmp, keys=np.asarray(list(keys), dtype=str), vectors=np.asarray(vectors, dtype=np.float32))
@@ -148,9 +149,3 @@ def cached_encode(
     if cache is None:
         return np.stack([computed[k] for k in keys]).astype(np.float32) if len(keys) else np.zeros((0, 0), np.float32)
     return cache.get_many(keys) if len(keys) else np.zeros((0, 0), np.float32)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -13,14 +13,13 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from recsys.atomic import write_dir, write_text
 
 FORMAT_VERSION = 1
 
@@ -96,18 +95,14 @@ def save_heads(heads: AlignmentHeads, heads_dir: str | Path, manifest: dict[str,
     tensors = {k: v.detach().contiguous().cpu() for k, v in heads.state_dict().items()}
     digest = hashlib.sha256(b"".join(t.numpy().tobytes() for _, t in sorted(tensors.items()))).hexdigest()[:12]
     version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{digest}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=heads_dir))
-    try:
+
+    def populate(tmp: Path) -> None:
         save_file(tensors, str(tmp / "heads.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
         full = {"format_version": FORMAT_VERSION, "version": version, "sha256": digest, "architecture": heads.config, **manifest}
         (tmp / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
-        tmp.rename(heads_dir / version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    latest_tmp = heads_dir / f".LATEST.tmp{os.getpid()}"
-    latest_tmp.write_text(version + "\n")
-    latest_tmp.replace(heads_dir / "LATEST")
+
+    write_dir(heads_dir / version, populate, replace=False)
+    write_text(heads_dir / "LATEST", version + "\n")
     return heads_dir / version
 
 

@@ -6,9 +6,7 @@ train: the catalogue is encoded with the checkpoint and evaluated on the same he
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from features.content.config import ContentConfig
 from features.content.encoders import ContentEncoder, build_encoder, resolve
 from features.content.heads import save_heads
 from features.content.vectors import ItemVectors, fuse, l2_normalise
+from recsys.atomic import write_json
 from recsys.config import ProjectConfig
 from recsys.data import Dataset
 
@@ -175,7 +174,7 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
     path = vectors.save(resolve(config.work_path, cc.vectors_path))
     log.info("wrote %s: %d items x %d (%d with image), encoder %s", path, len(vectors.item_ids), vectors.dim, int(vectors.has_image.sum()), vectors.encoder)
     result = ContentResult(path, encoder.identity, metrics, heads_dir, run_id, timings)
-    _write_json(path.with_name("metrics.json"), {"encoder": encoder.identity, "heads_dir": str(heads_dir) if heads_dir else None, "mlflow_run_id": run_id, "metrics": metrics, "seconds": timings})
+    write_json(path.with_name("metrics.json"), {"encoder": encoder.identity, "heads_dir": str(heads_dir) if heads_dir else None, "mlflow_run_id": run_id, "metrics": metrics, "seconds": timings}, sort_keys=True, default=float)
     return result
 
 
@@ -188,10 +187,3 @@ def _evaluate_clip(vectors: ItemVectors, inputs: CatalogueInputs, cc: ContentCon
         vectors.image[rows], vectors.text[rows], inputs.groups[rows], inputs.types[rows], split.test, cc.evaluation,
         lambda texts: encoder.encode_texts(texts, progress=False), seed=a.seed,
     )
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
-    tmp.replace(path)

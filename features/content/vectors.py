@@ -8,12 +8,12 @@ naming the encoder identity that produced them).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from recsys.atomic import save_npz
 from recsys.data.interactions import IdIndex
 
 
@@ -68,11 +68,8 @@ class ItemVectors:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
+        return save_npz(
+            path,
             item_ids=self.item_ids.astype(str),
             image=self.image.astype(np.float32),
             text=self.text.astype(np.float32),
@@ -80,8 +77,6 @@ class ItemVectors:
             has_image=self.has_image.astype(bool),
             encoder=np.asarray([self.encoder]),
         )
-        tmp.replace(path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemVectors":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys.atomic import atomic_path
 from recsys.config import ProjectConfig
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, score_lists
 
@@ -67,8 +68,6 @@ def resolve_variant(spec: str, config: ProjectConfig, setup: EvaluationSetup, k:
 
 def save_lists(recommendations: dict[str, list[str]], path: Path) -> Path:
     """Write lists as parquet (``user_id``, ``item_ids``), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pl.DataFrame({"user_id": list(recommendations), "item_ids": list(recommendations.values())}).write_parquet(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pl.DataFrame({"user_id": list(recommendations), "item_ids": list(recommendations.values())}).write_parquet(tmp)
     return path

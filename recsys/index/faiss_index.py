@@ -13,15 +13,14 @@ so the L2 order is exactly the inner-product order (Bachrach et al., RecSys 2014
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import faiss
 import numpy as np
+
+from recsys.atomic import write_dir
 
 from recsys.config import IndexConfig
 
@@ -109,25 +108,14 @@ class ItemIndex:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``index.faiss`` + ``items.npz`` + ``index.json`` atomically (temp dir, then rename)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+
+        def populate(tmp: Path) -> None:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             np.savez(tmp / "items.npz", item_ids=self.item_ids.astype(str))
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "n": len(self), "max_norm": self.max_norm}
             (tmp / "index.json").write_text(json.dumps(meta))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-                directory.rename(old)
-                tmp.rename(directory)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+
+        return write_dir(Path(directory), populate)
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:

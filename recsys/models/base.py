@@ -9,9 +9,6 @@ ids in, string ids out), ``save`` / ``load`` a directory without pickle (JSON + 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +18,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.atomic import write_dir
 from recsys.data.interactions import IdIndex, TrainingData
 from recsys.data.stats import item_counts, popularity_scores
 from recsys.evaluation.metrics import top_k_indices
@@ -105,22 +103,12 @@ class Recommender(ABC):
 
 def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     """Write a model directory so readers see either the old complete one or the new complete one."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+
+    def populate(tmp: Path) -> None:
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         np.savez(tmp / "arrays.npz", **arrays)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return write_dir(directory, populate)
 
 
 class ScoringRecommender(Recommender):

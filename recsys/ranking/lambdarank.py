@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+
+from recsys.atomic import atomic_path, write_json
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,10 @@ class LambdaRankModel:
         """Write ``ranker.txt`` (LightGBM text model) and ``ranker.json`` (names, params); no pickle."""
         directory.mkdir(parents=True, exist_ok=True)
         booster = self._require()
-        tmp = directory / f".ranker.txt.tmp{os.getpid()}"
-        booster.save_model(str(tmp), num_iteration=self.best_iteration)
-        tmp.replace(directory / "ranker.txt")
+        with atomic_path(directory / "ranker.txt") as tmp:
+            booster.save_model(str(tmp), num_iteration=self.best_iteration)
         meta = {"feature_names": self.feature_names, "categorical": self.categorical, "params": self.params.__dict__ | {"eval_at": list(self.params.eval_at)}, "best_iteration": self.best_iteration}
-        tmp_meta = directory / f".ranker.json.tmp{os.getpid()}"
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        tmp_meta.replace(directory / "ranker.json")
+        write_json(directory / "ranker.json", meta)
         return directory
 
     @classmethod

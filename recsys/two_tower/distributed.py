@@ -24,6 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch.distributed as dist  # noqa: E402
 
+from recsys.atomic import write_json  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.data import TrainingData, load_dataset, split_by_time  # noqa: E402
 from recsys.two_tower.recommender import TwoTowerRecommender, holdout  # noqa: E402
@@ -68,9 +69,7 @@ def run(config_path: str, out: Path, overrides: dict[str, object] | None = None)
         tower = model.last_tower
         save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / "tower.safetensors"))
         (out / "spec.json").write_text(json.dumps(dataclasses.asdict(tower.spec)))
-        tmp = out / f".result.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(out / "result.json")
+        write_json(out / "result.json", summary)
     return summary
 
 
