@@ -208,7 +208,9 @@ class TwoTowerConfig(StrictModel):
     max_epochs: int = Field(default=8, ge=1)
     patience: int = Field(default=1, ge=1)
     validation_k: int = Field(default=100, ge=1)
-    validation_days: int = Field(default=1, ge=1, description="days held out of fit() data for early stopping")
+    validation_days: int = Field(
+        default=1, ge=0, description="days held out of fit() data for early stopping (0: no early stopping, run max_epochs)"
+    )
     threads: int = Field(default=2, ge=1)
     seed: int = 0
 

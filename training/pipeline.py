@@ -32,7 +32,7 @@ from recsys.config import ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, format_table, prepare_evaluation, results_table, score_lists
-from recsys.evaluation.variants import save_lists
+from recsys.evaluation.variants import EVALUATION_LISTS, save_lists
 from recsys.models import build_model
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from training.bundle import Bundle, remove_unfinished, write_bundle
@@ -64,15 +64,30 @@ def ranker_params(config: ProjectConfig) -> LambdaRankParams:
     return LambdaRankParams(**raw)
 
 
-def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVectors) -> CandidateGenerator:
-    """ALS, two-tower and the merged candidate generator, all fitted on one window."""
+def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVectors, two_tower_epochs: int | None = None) -> CandidateGenerator:
+    """ALS, two-tower and the merged candidate generator, all fitted on one window.
+
+    Args:
+        config: the project config.
+        data: the training window.
+        vectors: item content vectors.
+        two_tower_epochs: train the two-tower for exactly this many epochs with no early-stopping
+            run of its own (the serving fold reuses the label fold's best epoch count: one day
+            more data does not move the optimum, and it saves a whole training run).
+
+    Returns:
+        The fitted candidate generator (its ``two_tower`` and ``als`` are the fitted models).
+    """
     from features.collaborative import ALSFactors
     from recsys.models.implicit_models import ALSRecommender
     from recsys.two_tower.recommender import TwoTowerRecommender
 
     als = ALSRecommender(config.models.als).fit(data)
     factors = ALSFactors.fit(data, config.models.als, model=als)
-    tower = TwoTowerRecommender.from_config(config).fit(data, als=factors, vectors=vectors)
+    tower_model = TwoTowerRecommender.from_config(config)
+    if two_tower_epochs is not None:
+        tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
+    tower = tower_model.fit(data, als=factors, vectors=vectors)
     return CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors)
 
 
@@ -144,7 +159,10 @@ class Pipeline:
             retrieval_inputs = {**base, "content": vectors_fp, "models": config.models.model_dump(mode="json"), "retrieval": config.retrieval.model_dump(mode="json")}
             label_fold = runner.run("label_fold", retrieval_inputs, lambda out: self._label_fold(out, dataset, setup, content.path))
             ranker = runner.run("reranker", {"label_fold": label_fold.fingerprint, "ranker": ranker_params(config).__dict__}, lambda out: self._ranker(out, dataset, setup, content.path, label_fold.path))
-            serving_fold = runner.run("serving_fold", retrieval_inputs, lambda out: self._serving_fold(out, setup, content.path))
+            epochs = int(label_fold.metrics.get("two_tower_epochs", 0)) or None
+            serving_fold = runner.run(
+                "serving_fold", {**retrieval_inputs, "two_tower_epochs": epochs}, lambda out: self._serving_fold(out, setup, content.path, epochs)
+            )
             evaluation = runner.run(
                 "evaluate",
                 {"serving_fold": serving_fold.fingerprint, "reranker": ranker.fingerprint, "evaluation": config.evaluation.model_dump()},
@@ -160,6 +178,7 @@ class Pipeline:
             mlflow.set_tag("bundle_version", bundle.version)
             mlflow.log_artifact(str(evaluation.path / "table.parquet"), "evaluation")
             mlflow.log_text(format_table(table), "evaluation/table.txt")
+            mlflow.log_artifacts(str(evaluation.path / "lists"), EVALUATION_LISTS)
             seconds = time.perf_counter() - start
             mlflow.log_metric("pipeline_seconds", seconds)
             log.info("bundle %s written in %.0fs total", bundle.path, seconds)
@@ -186,7 +205,9 @@ class Pipeline:
         recall = float(np.mean([len(set(truth[u]) & {c.item_id for c in candidates[u]}) / len(truth[u]) for u in users])) if users else 0.0
         generator.save(out / "generator")
         _save_candidates(candidates, out / "candidates.parquet")
-        return {"label_users": float(len(users)), "label_candidate_recall": recall}
+        tower = getattr(generator, "two_tower", None)
+        epochs = tower.train_result.epochs if tower is not None and tower.train_result is not None else 0
+        return {"label_users": float(len(users)), "label_candidate_recall": recall, "two_tower_epochs": float(epochs)}
 
     def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path) -> dict[str, float]:
         split = setup.split
@@ -206,10 +227,10 @@ class Pipeline:
         log.info("top features: %s", ", ".join(f"{k}={v:.0f}" for k, v in list(importance.items())[:10]))
         return metrics
 
-    def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path) -> dict[str, float]:
+    def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path, two_tower_epochs: int | None) -> dict[str, float]:
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
         start = time.perf_counter()
-        generator = fit_retrieval(self.config, setup.train, vectors)
+        generator = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs)
         seconds = time.perf_counter() - start
         generator.save(out / "generator")
         candidates = generator.generate(setup.users)
@@ -294,6 +315,7 @@ class Pipeline:
             shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
             shutil.copy2(evaluation.path / "table.parquet", d / "evaluation.parquet")
             shutil.copy2(evaluation.path / "lift.json", d / "lift.json")
+            shutil.copytree(evaluation.path / "lists", d / EVALUATION_LISTS)
             (d / "config.json").write_text(config.model_dump_json(indent=2))
 
         info: dict[str, Any] = {

@@ -240,6 +240,33 @@ def class_embeddings(classes: list[str], prompts: list[str], encode_texts: Calla
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
+def zero_shot_predictions(
+    image: np.ndarray,
+    types: np.ndarray,
+    rows: np.ndarray,
+    classes: list[str],
+    prompts: list[str],
+    encode_texts: Callable[[list[str]], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zero-shot product-type predictions: each image goes to the class whose prompt embedding is nearest.
+
+    Args:
+        image: (n, d) unit image vectors.
+        types: product type per row.
+        rows: rows to classify (those whose type is not among ``classes`` are left out).
+        classes: the candidate types.
+        prompts: templates with ``{type}``; their embeddings are averaged per class.
+        encode_texts: prompts -> unit vectors in the image space.
+
+    Returns:
+        (rows classified, true class index, predicted class index).
+    """
+    keep = rows[np.isin(types[rows], classes)]
+    truth = np.array([classes.index(t) for t in types[keep]], dtype=np.int64)
+    pred = (image[keep] @ class_embeddings(classes, prompts, encode_texts).T).argmax(1) if len(keep) else np.zeros(0, np.int64)
+    return keep, truth, pred
+
+
 def head_text_encoder(heads: AlignmentHeads, text_features: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
     """Texts -> shared space through frozen features and the text head."""
 
@@ -288,13 +315,10 @@ def evaluate_embeddings(
     }
     classes = classes or zero_shot_classes(types, np.arange(len(types)), evaluation.zero_shot_types)
     if encode_texts is not None and len(classes) >= 2:
-        keep = rows[np.isin(types[rows], classes)]
-        truth = np.array([classes.index(t) for t in types[keep]], dtype=np.int64)
-        ensemble = class_embeddings(classes, evaluation.zero_shot_prompts, encode_texts)
-        single = class_embeddings(classes, evaluation.zero_shot_prompts[:1], encode_texts)
-        pred = (image[keep] @ ensemble.T).argmax(1)
+        keep, truth, pred = zero_shot_predictions(image, types, rows, classes, evaluation.zero_shot_prompts, encode_texts)
+        _, _, pred_single = zero_shot_predictions(image, types, rows, classes, evaluation.zero_shot_prompts[:1], encode_texts)
         out["zero_shot_accuracy"] = float(np.mean(pred == truth)) if len(keep) else float("nan")
-        out["zero_shot_accuracy_single"] = float(np.mean((image[keep] @ single.T).argmax(1) == truth)) if len(keep) else float("nan")
+        out["zero_shot_accuracy_single"] = float(np.mean(pred_single == truth)) if len(keep) else float("nan")
         out["zero_shot_items"] = float(len(keep))
         for i, c in enumerate(classes):
             out[f"zero_shot_accuracy/{c}"] = float(np.mean(pred[truth == i] == i)) if np.any(truth == i) else float("nan")

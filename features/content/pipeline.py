@@ -169,7 +169,7 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
     t = time.perf_counter()
     vectors = item_vectors(inputs, encoder, cc, progress)
     if cc.backend == "clip":
-        metrics = _evaluate_clip(vectors, inputs, cc, encoder)
+        metrics = evaluate_item_vectors(vectors, inputs, cc, encoder)
     timings["item_vectors"] = time.perf_counter() - t
     path = vectors.save(resolve(config.work_path, cc.vectors_path))
     log.info("wrote %s: %d items x %d (%d with image), encoder %s", path, len(vectors.item_ids), vectors.dim, int(vectors.has_image.sum()), vectors.encoder)
@@ -178,12 +178,32 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
     return result
 
 
-def _evaluate_clip(vectors: ItemVectors, inputs: CatalogueInputs, cc: ContentConfig, encoder: ContentEncoder) -> dict[str, float]:
-    """The same held-out protocol for a checkpoint that needs no training."""
+def heldout_items(inputs: CatalogueInputs, cc: ContentConfig) -> np.ndarray:
+    """Catalogue rows of the items held out from alignment training (whole product groups).
+
+    The same group split the alignment stage uses, so any backend (or a notebook) evaluates on
+    items the heads never saw.
+    """
     rows = np.flatnonzero(inputs.has_image)
     a = cc.alignment
     split: Split = split_by_group(inputs.groups[rows], a.holdout_share, a.validation_share, a.seed)
+    return rows[split.test]
+
+
+def evaluate_item_vectors(vectors: ItemVectors, inputs: CatalogueInputs, cc: ContentConfig, encoder: ContentEncoder) -> dict[str, float]:
+    """Held-out alignment quality of finished item vectors (``clip`` runs, notebooks).
+
+    Args:
+        vectors: item vectors in catalogue order (as ``inputs``).
+        inputs: the catalogue inputs (groups, types).
+        cc: the content section (split shares, evaluation settings).
+        encoder: encodes zero-shot prompts into the same space.
+
+    Returns:
+        The metrics of :func:`evaluate_embeddings`.
+    """
     return evaluate_embeddings(
-        vectors.image[rows], vectors.text[rows], inputs.groups[rows], inputs.types[rows], split.test, cc.evaluation,
-        lambda texts: encoder.encode_texts(texts, progress=False), seed=a.seed,
+        vectors.image, vectors.text, inputs.groups, inputs.types, heldout_items(inputs, cc), cc.evaluation,
+        lambda texts: encoder.encode_texts(texts, progress=False), seed=cc.alignment.seed,
+        classes=zero_shot_classes(inputs.types, np.flatnonzero(inputs.has_image), cc.evaluation.zero_shot_types),
     )

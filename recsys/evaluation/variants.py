@@ -4,6 +4,10 @@ A variant spec is one of:
 
 - ``model:<name>`` — a registered model (``recsys.models``), fitted on the protocol's history window;
 - ``lists:<path>`` — a parquet of saved lists (``user_id``, ``item_ids``), e.g. written by a training run;
+- ``bundle:<list>[@<version or path>]`` — lists a training run evaluated and stored in its model
+  bundle (``popularity``, ``history``, ``als``, ``content``, ``two_tower``, ``candidates``,
+  ``reranked``); default the ``latest`` bundle under the work dir;
+- ``mlflow:<run id>/<list>`` — the same lists, read from a training run's MLflow artifacts;
 - ``<name>`` alone — shorthand for ``model:<name>``.
 
 Every variant is scored with the same protocol code, on the same users.
@@ -20,6 +24,9 @@ import polars as pl
 from recsys.atomic import atomic_path
 from recsys.config import ProjectConfig
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, score_lists
+
+
+EVALUATION_LISTS = "evaluation_lists"  # folder of evaluated lists in a bundle and in a training run's MLflow artifacts
 
 
 @dataclass
@@ -54,16 +61,58 @@ def resolve_variant(spec: str, config: ProjectConfig, setup: EvaluationSetup, k:
     if kind == "model":
         model = build_model(target, config).fit(setup.train)
         recs = model.recommend(setup.users, k).as_dict()
-    elif kind == "lists":
-        frame = pl.read_parquet(Path(target))
-        if not {"user_id", "item_ids"} <= set(frame.columns):
-            raise ValueError(f"{target}: a lists file needs columns user_id and item_ids, has {frame.columns}")
-        recs = {u: list(items)[:k] for u, items in zip(frame["user_id"].to_list(), frame["item_ids"].to_list())}
+    elif kind in ("lists", "bundle", "mlflow"):
+        path = {"lists": Path, "bundle": lambda t: bundle_lists_path(t, config), "mlflow": lambda t: mlflow_lists_path(t, config)}[kind](target)
+        recs = load_lists(path, k)
     else:
-        raise ValueError(f"unknown variant kind {kind!r} in {spec!r}: use model:<name> or lists:<path>")
-    label = name or (target if kind == "model" else Path(target).stem)
+        raise ValueError(f"unknown variant kind {kind!r} in {spec!r}: use model:<name>, lists:<path>, bundle:<list>[@<bundle>] or mlflow:<run id>/<list>")
+    label = name or (target if kind == "model" else Path(target).stem if kind == "lists" else target.replace("@", " @ "))
     evaluation = score_lists(label, recs, setup, config.evaluation)
     return Variant(label, spec, recs, evaluation, time.perf_counter() - start)
+
+
+def load_lists(path: Path, k: int) -> dict[str, list[str]]:
+    """Read a lists parquet (``user_id``, ``item_ids``), each list cut to ``k``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file lacks the required columns.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no lists file at {path}")
+    frame = pl.read_parquet(path)
+    if not {"user_id", "item_ids"} <= set(frame.columns):
+        raise ValueError(f"{path}: a lists file needs columns user_id and item_ids, has {frame.columns}")
+    return {u: list(items)[:k] for u, items in zip(frame["user_id"].to_list(), frame["item_ids"].to_list())}
+
+
+def bundle_lists_path(target: str, config: ProjectConfig) -> Path:
+    """``<list>[@<version or path>]`` -> the list's parquet inside a model bundle."""
+    from training.bundle import resolve_bundle
+
+    list_name, _, where = target.partition("@")
+    if where and Path(where).is_dir():
+        bundle = resolve_bundle(Path(where))
+    else:
+        bundle = resolve_bundle(config.work_path / "bundles", where or None)
+    path = bundle / EVALUATION_LISTS / f"{list_name}.parquet"
+    if not path.is_file():
+        known = sorted(p.stem for p in (bundle / EVALUATION_LISTS).glob("*.parquet"))
+        raise ValueError(f"bundle {bundle.name} has no evaluated list {list_name!r}; it has {known}")
+    return path
+
+
+def mlflow_lists_path(target: str, config: ProjectConfig) -> Path:
+    """``<run id>/<list>`` -> a local copy of the list a training run logged to MLflow."""
+    import mlflow
+
+    from training.tracking import configure
+
+    run_id, _, list_name = target.partition("/")
+    if not run_id or not list_name:
+        raise ValueError(f"mlflow variant {target!r}: use mlflow:<run id>/<list name>")
+    configure(config)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{EVALUATION_LISTS}/{list_name}.parquet"))
 
 
 def save_lists(recommendations: dict[str, list[str]], path: Path) -> Path:
