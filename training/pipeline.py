@@ -38,7 +38,7 @@ from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from training.bundle import Bundle, remove_unfinished, write_bundle
 from training.reranker import build_examples, rerank, train_ranker
 from training.stages import StageResult, StageRunner
-from training.tracking import log_metrics, start_run
+from training.tracking import log_metrics, register_bundle, start_run
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,9 @@ class Pipeline:
             import mlflow
 
             mlflow.set_tag("bundle_version", bundle.version)
+            model_version = register_bundle(config, bundle.path, bundle.version, parent.info.run_id, evaluation.metrics)
+            if model_version is not None:
+                mlflow.set_tag("registered_model_version", model_version)
             mlflow.log_artifact(str(evaluation.path / "table.parquet"), "evaluation")
             mlflow.log_text(format_table(table), "evaluation/table.txt")
             mlflow.log_artifacts(str(evaluation.path / "lists"), EVALUATION_LISTS)

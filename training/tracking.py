@@ -106,3 +106,43 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str 
     """Log numeric metrics; MLflow metric names may not contain '@', so it becomes '_at_'."""
     clean = {f"{prefix}{k}".replace("@", "_at_"): float(v) for k, v in metrics.items() if v == v}
     mlflow.log_metrics(clean, step=step)
+
+
+def register_bundle(config: ProjectConfig, bundle_path: Path, bundle_version: str, run_id: str, metrics: dict[str, float]) -> str | None:
+    """Register a finished bundle as a version of the ``<project>-recommender`` MLflow model.
+
+    The version's source is the bundle folder itself (it is already versioned, checksummed and
+    self-contained; copying a ~1 GB folder into the artifact store per run would double the disk).
+    A team on a shared tracking server registers bundles from a shared path the same way.
+
+    Args:
+        config: project config (store, model name).
+        bundle_path: the bundle directory.
+        bundle_version: the bundle's version string (a tag on the model version).
+        run_id: the training run that produced it.
+        metrics: headline metrics, copied into tags for the registry view.
+
+    Returns:
+        The registered version number, or None when the registry refused (logged, not fatal:
+        the bundle and the run are complete without it).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure(config)
+    client = MlflowClient()
+    name = f"{config.name}-recommender"
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, description="Hybrid recommender bundles written by `recsys train`.")
+        tags = {"bundle_version": bundle_version, **{k.replace("@", "_at_"): f"{v:.6g}" for k, v in metrics.items() if isinstance(v, int | float)}}
+        version = client.create_model_version(name, source=bundle_path.resolve().as_uri(), run_id=run_id, tags=tags,
+                                              description=f"bundle {bundle_version}")
+        client.set_registered_model_alias(name, "latest-trained", version.version)
+    except MlflowException as err:
+        log.warning("could not register bundle %s in the MLflow model registry: %s", bundle_version, err)
+        return None
+    log.info("registered %s version %s (bundle %s)", name, version.version, bundle_version)
+    return str(version.version)

@@ -36,6 +36,28 @@ def test_bundle_and_table(trained: Path) -> None:
     assert set(table["model"]) >= {"popularity", "history", "als", "content", "two_tower", "candidates", "reranked"}
     lift = json.loads(bundle.file("lift.json").read_text())
     assert lift["best_single_source"] in {"popularity", "history", "als", "content", "two_tower"}
+    assert "evaluation_lists/reranked.parquet" in m["files"]  # offline A/B variants read these
+
+
+def test_run_tree_and_registered_model(trained: Path) -> None:
+    """One parent run with a child run per stage, and the bundle registered as a model version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.bundle import load_bundle
+    from training.tracking import configure
+
+    bundle = load_bundle(trained)
+    config = load_config(PROJECT_ROOT / "configs" / "hm_small.yaml")
+    configure(config)
+    client = MlflowClient()
+    parent = client.get_run(bundle.manifest["mlflow_run_id"])
+    children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
+    assert {c.data.tags.get("stage") for c in children} >= {"content", "label_fold", "reranker", "serving_fold", "evaluate"}
+    assert "reranked.map_at_12" in parent.data.metrics
+    versions = client.search_model_versions(f"name = '{config.name}-recommender'")
+    mine = [v for v in versions if v.tags.get("bundle_version") == bundle.version]
+    assert mine and mine[0].run_id == parent.info.run_id and mine[0].source == trained.resolve().as_uri()
 
 
 def test_rerun_reuses_every_stage(trained: Path) -> None:
