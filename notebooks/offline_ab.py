@@ -14,12 +14,17 @@
 # Both variants are scored by the project's own evaluation code on exactly the same test users
 # (warm users of the test day), so every difference below is a *paired* difference with a
 # bootstrap 95% interval. Change the parameters cell (or pass `-p` to papermill) to compare other
-# variants: `model:<registered name>` or `lists:<parquet of saved lists>`.
+# variants: `model:<registered name>` (fitted here), `bundle:<list>[@<bundle version or path>]` (a list
+# the training run evaluated, stored in its bundle: popularity, history, als, content, two_tower,
+# candidates, reranked), `mlflow:<run id>/<list>` (the same, from the run's MLflow artifacts) or
+# `lists:<parquet of saved lists>`. The default compares the latest training run's full pipeline
+# (two-tower + merged candidates + LightGBM reranker) with ALS, so its verdict can be checked
+# against that run's table.
 
 # %% tags=["parameters"]
 config_path = "configs/hm.yaml"
-variant_a = "model:als"
-variant_b = "model:itemknn"
+variant_a = "bundle:als"
+variant_b = "bundle:reranked"
 name_a = ""
 name_b = ""
 primary_metric = "map@12"

@@ -66,9 +66,22 @@ def resolve_variant(spec: str, config: ProjectConfig, setup: EvaluationSetup, k:
         recs = load_lists(path, k)
     else:
         raise ValueError(f"unknown variant kind {kind!r} in {spec!r}: use model:<name>, lists:<path>, bundle:<list>[@<bundle>] or mlflow:<run id>/<list>")
-    label = name or (target if kind == "model" else Path(target).stem if kind == "lists" else target.replace("@", " @ "))
+    label = name or _label(kind, target)
     evaluation = score_lists(label, recs, setup, config.evaluation)
     return Variant(label, spec, recs, evaluation, time.perf_counter() - start)
+
+
+def _label(kind: str, target: str) -> str:
+    """A short display name: the model or list name, with the bundle or run it came from."""
+    if kind == "model":
+        return target
+    if kind == "lists":
+        return Path(target).stem
+    if kind == "bundle":
+        list_name, _, where = target.partition("@")
+        return f"{list_name}@{Path(where).name}" if where else list_name
+    run_id, _, list_name = target.partition("/")
+    return f"{list_name}@{run_id[:8]}"
 
 
 def load_lists(path: Path, k: int) -> dict[str, list[str]]:

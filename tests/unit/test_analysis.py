@@ -61,3 +61,23 @@ def test_variants_from_model_and_saved_lists(shop: tuple[Path, ProjectConfig], t
     assert again.evaluation.summary == model.evaluation.summary
     with pytest.raises(ValueError, match="unknown variant kind"):
         resolve_variant("bogus:x", config, setup)
+
+
+def test_variants_from_a_bundles_evaluated_lists(shop: tuple[Path, ProjectConfig], tmp_path: Path) -> None:
+    """`bundle:<list>[@<bundle>]` reads the lists a training run stored in its bundle."""
+    from recsys.evaluation.variants import EVALUATION_LISTS, resolve_variant, save_lists
+    from training.bundle import write_bundle
+
+    _, config = shop
+    config = config.model_copy(update={"work_dir": str(tmp_path / "work")})
+    setup = prepare_evaluation(load_dataset(config.data), config)
+    model = resolve_variant("model:history", config, setup)
+    bundle = write_bundle(config.work_path / "bundles", lambda d: save_lists(model.recommendations, d / EVALUATION_LISTS / "history.parquet"), {"project": "t"})
+    latest = resolve_variant("bundle:history", config, setup)
+    named = resolve_variant(f"bundle:history@{bundle.path}", config, setup)
+    assert latest.name == "history" and named.name == f"history@{bundle.path.name}"
+    assert latest.evaluation.summary == named.evaluation.summary == model.evaluation.summary
+    with pytest.raises(ValueError, match="has no evaluated list 'reranked'; it has \\['history'\\]"):
+        resolve_variant("bundle:reranked", config, setup)
+    with pytest.raises(ValueError, match="mlflow:<run id>/<list name>"):
+        resolve_variant("mlflow:abc", config, setup)
