@@ -13,6 +13,7 @@ per stage.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import shutil
@@ -36,7 +37,7 @@ from recsys.evaluation.variants import EVALUATION_LISTS, save_lists
 from recsys.models import build_model
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from training.bundle import Bundle, remove_unfinished, write_bundle
-from training.reranker import build_examples, rerank, train_ranker
+from training.reranker import RankingExamples, build_examples, concat_examples, rerank, train_ranker
 from training.stages import StageResult, StageRunner
 from training.tracking import log_metrics, register_bundle, start_run
 
@@ -57,10 +58,9 @@ class PipelineOutcome:
 
 
 def ranker_params(config: ProjectConfig) -> LambdaRankParams:
-    """LambdaRank settings from ``extras.ranker`` (a typed section will replace extras)."""
-    raw = dict(config.extras.get("ranker", {}))
-    if "eval_at" in raw:
-        raw["eval_at"] = tuple(raw["eval_at"])
+    """LambdaRank settings from the typed ``reranker`` section."""
+    raw = config.reranker.model_dump(exclude={"label_days", "valid_share"})
+    raw["eval_at"] = tuple(raw["eval_at"])
     return LambdaRankParams(**raw)
 
 
@@ -157,9 +157,21 @@ class Pipeline:
             content = runner.run("content", {**base, "content": config.content.model_dump(mode="json")}, lambda out: self._content(out, dataset))
             vectors_fp = content.fingerprint
             retrieval_inputs = {**base, "content": vectors_fp, "models": config.models.model_dump(mode="json"), "retrieval": config.retrieval.model_dump(mode="json")}
-            label_fold = runner.run("label_fold", retrieval_inputs, lambda out: self._label_fold(out, dataset, setup, content.path))
-            ranker = runner.run("reranker", {"label_fold": label_fold.fingerprint, "ranker": ranker_params(config).__dict__}, lambda out: self._ranker(out, dataset, setup, content.path, label_fold.path))
+            label_fold = runner.run("label_fold", retrieval_inputs, lambda out: self._label_fold(out, dataset, setup, content.path, 1, None))
             epochs = int(label_fold.metrics.get("two_tower_epochs", 0)) or None
+            folds = [label_fold]
+            for back in range(2, config.reranker.label_days + 1):
+                folds.append(
+                    runner.run(
+                        f"label_fold_{back}", {**retrieval_inputs, "days_back": back, "two_tower_epochs": epochs},
+                        lambda out, back=back: self._label_fold(out, dataset, setup, content.path, back, epochs),
+                    )
+                )
+            ranker = runner.run(
+                "reranker",
+                {"label_folds": [f.fingerprint for f in folds], "ranker": config.reranker.model_dump(mode="json")},
+                lambda out: self._ranker(out, dataset, setup, content.path, [f.path for f in folds]),
+            )
             serving_fold = runner.run(
                 "serving_fold", {**retrieval_inputs, "two_tower_epochs": epochs}, lambda out: self._serving_fold(out, setup, content.path, epochs)
             )
@@ -197,38 +209,45 @@ class Pipeline:
         (out / "content.json").write_text(json.dumps({"encoder": result.encoder, "heads_dir": str(result.heads_dir) if result.heads_dir else None, "mlflow_run_id": result.run_id}, indent=2))
         return {f"content.{k}": float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
-    def _label_fold(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path) -> dict[str, float]:
-        split = setup.split
-        data = TrainingData.build(split.train, dataset.items, dataset.users, as_of=split.validation_start)
+    def _label_fold(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, days_back: int, two_tower_epochs: int | None) -> dict[str, float]:
+        """Retrieval fitted on the days before label day D-``days_back``; candidates for that day's buyers."""
+        data, labels = _label_window(dataset, setup, days_back)
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
-        generator = fit_retrieval(self.config, data, vectors)
-        users = [u for u in split.validation["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
-        truth = ground_truth(split.validation, users)
+        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs)
+        users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
+        truth = ground_truth(labels, users)
         candidates = generator.generate(users)
         recall = float(np.mean([len(set(truth[u]) & {c.item_id for c in candidates[u]}) / len(truth[u]) for u in users])) if users else 0.0
         generator.save(out / "generator")
         _save_candidates(candidates, out / "candidates.parquet")
         tower = getattr(generator, "two_tower", None)
         epochs = tower.train_result.epochs if tower is not None and tower.train_result is not None else 0
-        return {"label_users": float(len(users)), "label_candidate_recall": recall, "two_tower_epochs": float(epochs)}
+        return {"label_users": float(len(users)), "label_candidate_recall": recall, "two_tower_epochs": float(epochs), "days_back": float(days_back)}
 
-    def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path) -> dict[str, float]:
-        split = setup.split
-        data = TrainingData.build(split.train, dataset.items, dataset.users, as_of=split.validation_start)
-        generator = CandidateGenerator.load(fold_dir / "generator")
+    def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dirs: list[Path]) -> dict[str, float]:
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
-        features = feature_builder(self.config, data, generator, vectors)
-        candidates = _load_candidates(fold_dir / "candidates.parquet")
-        users = list(candidates)
-        truth = ground_truth(split.validation, users)
-        states = user_states(data, users, _attributes(self.config), user_vectors(generator, users))
-        examples = build_examples(features, states, candidates, data.item_index, features.sources, truth)
-        model, metrics = train_ranker(examples, features, ranker_params(self.config))
+        parts: list[RankingExamples] = []
+        features: RankingFeatures | None = None
+        for days_back, fold_dir in enumerate(fold_dirs, start=1):
+            data, labels = _label_window(dataset, setup, days_back)
+            generator = CandidateGenerator.load(fold_dir / "generator")
+            fold_features = feature_builder(self.config, data, generator, vectors)
+            if features is not None and fold_features.feature_names != features.feature_names:
+                raise ValueError(f"label fold {fold_dir} yields other feature columns than the first fold")
+            features = features or fold_features
+            candidates = _load_candidates(fold_dir / "candidates.parquet")
+            users = list(candidates)
+            truth = ground_truth(labels, users)
+            states = user_states(data, users, _attributes(self.config), user_vectors(generator, users))
+            parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
+        assert features is not None
+        examples = concat_examples(parts)
+        model, metrics = train_ranker(examples, features, ranker_params(self.config), valid_share=self.config.reranker.valid_share, seed=self.config.reranker.seed)
         model.save(out / "ranker")
         importance = model.importance()
         (out / "importance.json").write_text(json.dumps(importance, indent=2))
         log.info("top features: %s", ", ".join(f"{k}={v:.0f}" for k, v in list(importance.items())[:10]))
-        return metrics
+        return {**metrics, "label_days": float(len(fold_dirs))}
 
     def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path, two_tower_epochs: int | None) -> dict[str, float]:
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
@@ -333,6 +352,25 @@ class Pipeline:
             "content_encoder": content_info.get("encoder"),
         }
         return write_bundle(config.work_path / "bundles", populate, info)
+
+
+def _label_window(dataset: Dataset, setup: EvaluationSetup, days_back: int) -> tuple[TrainingData, pl.DataFrame]:
+    """(history before label day D-``days_back``, that day's purchases); D-1 is the validation day.
+
+    Both come from the split's training and validation windows only, so no test-day row is read.
+    """
+    split = setup.split
+    assert split.validation_start is not None
+    if days_back == 1:
+        day, history, labels = split.validation_start, split.train, split.validation
+    else:
+        day = split.validation_start - dt.timedelta(days=days_back - 1)
+        ts = pl.col("timestamp")
+        history = split.train.filter(ts < day)
+        labels = split.train.filter((ts >= day) & (ts < day + dt.timedelta(days=1)))
+    if history.is_empty() or labels.is_empty():
+        raise ValueError(f"reranker.label_days: label day {day} has {labels.height} purchases and {history.height} history rows before it; use fewer label days")
+    return TrainingData.build(history, dataset.items, dataset.users, as_of=day), labels
 
 
 def _fill(primary: list[str], fallback: list[str], k: int) -> list[str]:

@@ -51,6 +51,19 @@ class RankingExamples:
         return RankingExamples([u for u, k in zip(self.user_ids, keep) if k], self.features[rows], self.labels[rows], self.groups[keep], self.item_rows[rows])
 
 
+def concat_examples(parts: Sequence[RankingExamples]) -> RankingExamples:
+    """Stack several label folds' examples (groups stay contiguous, in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    return RankingExamples(
+        [u for p in parts for u in p.user_ids],
+        np.concatenate([p.features for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.groups for p in parts]),
+        np.concatenate([p.item_rows for p in parts]),
+    )
+
+
 def build_examples(
     features: RankingFeatures,
     states: list[UserState],

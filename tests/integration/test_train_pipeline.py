@@ -53,7 +53,7 @@ def test_run_tree_and_registered_model(trained: Path) -> None:
     client = MlflowClient()
     parent = client.get_run(bundle.manifest["mlflow_run_id"])
     children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
-    assert {c.data.tags.get("stage") for c in children} >= {"content", "label_fold", "reranker", "serving_fold", "evaluate"}
+    assert {c.data.tags.get("stage") for c in children} >= {"content", "label_fold", "label_fold_2", "reranker", "serving_fold", "evaluate"}
     assert "reranked.map_at_12" in parent.data.metrics
     versions = client.search_model_versions(f"name = '{config.name}-recommender'")
     mine = [v for v in versions if v.tags.get("bundle_version") == bundle.version]
@@ -67,7 +67,7 @@ def test_rerun_reuses_every_stage(trained: Path) -> None:
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "reused stages: content, label_fold, reranker, serving_fold, evaluate" in proc.stdout
+    assert "reused stages: content, label_fold, label_fold_2, reranker, serving_fold, evaluate" in proc.stdout
 
 
 def test_serving_path_features_equal_training_path(trained: Path) -> None:
