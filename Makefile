@@ -75,6 +75,13 @@ bench-serving:
 
 .PHONY: serve-dev browsers bench-serving
 
+## screenshots: the web page in headless Chromium on the latest bundle (or SHOT_ARGS="--bundle PATH"),
+##              palette PNGs for the README in docs/screenshots/
+screenshots: browsers
+	$(PY) bench/screenshots.py --config $(CONFIG) $(SHOT_ARGS)
+
+.PHONY: screenshots
+
 ## content / bench-content: content embeddings (backbone features cached under artifacts/content/cache,
 ## alignment logged to MLflow, item vectors) and their benchmark (bench/results/content.{json,md,png})
 content:

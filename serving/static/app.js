@@ -69,6 +69,8 @@ const FEATURE_NAMES = {
   pop_1d: "Sales yesterday", pop_3d: "Sales, 3 days", pop_7d: "Sales, 7 days", pop_trend: "Trending", item_has_image: "Has a photo",
   user_n_purchases: "Customer's purchases", user_n_distinct_items: "Customer's distinct items", user_days_since_last: "Days since last visit",
   user_n_active_days: "Customer's active days",
+  src_history_rank: "Among recent buys", src_als_rank: "ALS rank", src_two_tower_rank: "Two-tower rank",
+  src_copurchase_rank: "Bought-together rank", src_content_rank: "Content rank", src_popularity_rank: "Popularity rank",
 };
 
 const VISITOR_NAMES = {
@@ -171,7 +173,7 @@ function recCard(entry, index, visitor = false) {
 function scoredCard(entry, cls) {
   const item = entry.item || { item_id: entry.item_id, name: entry.item_id };
   return el("article", { class: `card ${cls}`, "data-item-id": entry.item_id },
-    photo(item, [el("span", { class: "score", text: fmt(entry.score) })]),
+    photo(item, [el("span", { class: "score", title: "similarity", text: fmt(entry.score, 3) })]),
     el("div", { class: "card-body" }, el("div", { class: "name", text: item.name }), facts(item)));
 }
 

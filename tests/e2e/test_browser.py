@@ -5,22 +5,19 @@ Screenshots are written to ``artifacts/screenshots/`` (palette PNGs, well under 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from recsys.config import PROJECT_ROOT
 from tests.e2e.conftest import Server
+from tests.e2e.live import CHROMIUM, chromium, rendered, save_png, wait_images
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
 N_RECS = 12
 
@@ -29,14 +26,8 @@ N_RECS = 12
 def browser() -> Iterator[object]:
     if not CHROMIUM.is_file() or shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"Chromium is not installed at {CHROMIUM}: run `make browsers` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -54,27 +45,8 @@ def page(browser, server: Server):  # type: ignore[no-untyped-def]
 
 
 def screenshot(page, name: str, full_page: bool = False) -> Path:  # type: ignore[no-untyped-def]
-    """Save a 256-colour PNG (a full-colour screenshot of product photos is ~400 KB; this is ~250 KB)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    raw = page.screenshot(full_page=full_page)
-    path = SHOTS / f"{name}.png"
-    image = Image.open(io.BytesIO(raw)).convert("RGB")
-    palette = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    # Dithering against the median-cut palette keeps product colours true (plain quantising shifts them).
-    image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
-    assert path.stat().st_size < 400_000, f"{path} is {path.stat().st_size} bytes"
-    return path
-
-
-def wait_images(page, selector: str) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_function(
-        "sel => Array.from(document.querySelectorAll(sel)).every(img => img.complete)", arg=selector, timeout=20_000
-    )
-
-
-def rendered(page, selector: str) -> list[int]:  # type: ignore[no-untyped-def]
-    """naturalWidth of every image under ``selector`` (0 = did not render)."""
-    return page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.naturalWidth)")
+    """A palette PNG under ``artifacts/screenshots/`` (asserted < 400 KB)."""
+    return save_png(page, SHOTS / f"{name}.png", full_page=full_page)
 
 
 def test_customer_recommendations_render_with_reasons(page) -> None:  # type: ignore[no-untyped-def]
