@@ -148,3 +148,19 @@ def test_save_load_round_trip(generator: CandidateGenerator, world: tuple[Projec
     assert loaded.weights == {"history": 2.0}
     assert loaded.recommend(users, 10).item_ids == generator.recommend(users, 10).item_ids
     generator.weights = {}
+
+
+def test_saved_indexes_are_loaded_not_rebuilt(generator: CandidateGenerator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading reads the saved FAISS indexes (a rebuilt HNSW graph costs ~40 s on the full catalogue)."""
+    from recsys.index.faiss_index import ItemIndex
+
+    path = generator.save(tmp_path / "cands")
+    assert (path / "tower_index" / "index.faiss").is_file() and (path / "content_index" / "index.faiss").is_file()
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("index rebuilt on load")
+
+    monkeypatch.setattr(ItemIndex, "build", no_build)
+    loaded = CandidateGenerator.load(path)
+    assert loaded.tower_index.item_ids.tolist() == generator.tower_index.item_ids.tolist()
+    assert len(loaded.content_index) == len(generator.content_index)
