@@ -290,6 +290,12 @@ def build_item_table(
     return ItemTable(data.item_index, codes, cats, price, pop, content, has_image, factors)
 
 
+def _history_columns(e: pl.DataFrame, as_of: dt.datetime) -> list[pl.Expr]:
+    """``days_ago`` and ``price`` of each interaction row (one formula for every path)."""
+    price = pl.col("price") if "price" in e.columns else pl.lit(None, dtype=pl.Float32)
+    return [((pl.lit(as_of) - pl.col("timestamp")).dt.total_seconds() / 86400.0).alias("days_ago"), price.alias("price")]
+
+
 def user_states(
     data: TrainingData,
     user_ids: list[str],
@@ -306,13 +312,7 @@ def user_states(
     """
     wanted = pl.DataFrame({"user_id": user_ids})
     e = data.encoded.join(wanted, on="user_id", how="semi")
-    price = pl.col("price") if "price" in e.columns else pl.lit(None, dtype=pl.Float32)
-    as_of = data.as_of
-    grouped = (
-        e.with_columns(((pl.lit(as_of) - pl.col("timestamp")).dt.total_seconds() / 86400.0).alias("days_ago"), price.alias("price"))
-        .group_by("user_id", maintain_order=True)
-        .agg(pl.col("item_idx"), pl.col("days_ago"), pl.col("price"))
-    )
+    grouped = e.with_columns(_history_columns(e, data.as_of)).group_by("user_id", maintain_order=True).agg(pl.col("item_idx"), pl.col("days_ago"), pl.col("price"))
     hist = {r[0]: r[1:] for r in grouped.iter_rows()}
     attrs: dict[str, dict[str, float | str | None]] = {}
     if data.users is not None and attributes:
@@ -333,6 +333,49 @@ def user_states(
             )
         )
     return out
+
+
+class UserStateLookup:
+    """:func:`user_states` for one user at a time without scanning the window on every call (serving).
+
+    The window's rows are grouped by user once (a stable sort, so each user's rows keep their log
+    order) and kept as arrays; a state is then a slice. It gives exactly what :func:`user_states`
+    gives (``tests/unit/test_ranking_features.py`` checks that).
+
+    Args:
+        data: the training window.
+        attributes: customer attribute columns to attach.
+    """
+
+    def __init__(self, data: TrainingData, attributes: list[str]):
+        e = data.encoded
+        e = e.select("user_id", "item_idx", *_history_columns(e, data.as_of)).with_columns(pl.col("price").cast(pl.Float64))
+        e = e.with_columns(pl.col("user_id").cast(pl.String)).sort("user_id", maintain_order=True)
+        users, starts = np.unique(e["user_id"].to_numpy().astype(str), return_index=True)
+        order = np.argsort(starts)  # each user's rows are contiguous: a slice runs to the next user's first row
+        first = starts[order]
+        last = np.append(first[1:], e.height)
+        self._slices = {str(users[o]): (int(a), int(b)) for o, a, b in zip(order, first, last)}
+        self._items = e["item_idx"].to_numpy().astype(np.int64)
+        self._days = e["days_ago"].to_numpy().astype(np.float64)
+        self._prices = e["price"].fill_null(MISSING).to_numpy().astype(np.float64)
+        self._attrs: dict[str, dict[str, float | str | None]] = {}
+        if data.users is not None and attributes:
+            cols = [c for c in attributes if c in data.users.columns]
+            # the last row wins for a duplicated id, as in user_states
+            self._attrs = {r["user_id"]: {c: r[c] for c in cols} for r in data.users.select("user_id", *cols).iter_rows(named=True)}
+
+    def state(self, user_id: str, vectors: dict[str, np.ndarray] | None = None) -> UserState:
+        """The user's state (empty history for an unknown user); ``vectors``: model -> this user's vector."""
+        start, end = self._slices.get(user_id, (0, 0))
+        return UserState(
+            user_id,
+            self._items[start:end].copy(),
+            self._days[start:end].copy(),
+            self._prices[start:end].copy(),
+            dict(self._attrs.get(user_id, {})),
+            dict(vectors or {}),
+        )
 
 
 def anonymous_state(item_rows: list[int], as_of: dt.datetime | None = None, vectors: dict[str, np.ndarray] | None = None) -> UserState:

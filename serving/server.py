@@ -75,6 +75,9 @@ def serve(settings: ServeSettings) -> None:
     bundle, root = locate(settings.bundle)
     os.environ[_ENV_BUNDLE], os.environ[_ENV_ROOT] = str(bundle), str(root)
     os.environ[_ENV_WATCH] = str(settings.watch_s)
+    # Cores per worker for LightGBM / FAISS threads: N workers with all-core thread pools each would
+    # oversubscribe the CPU (and OpenMP's spinning threads burn what the other workers need).
+    os.environ.setdefault("RECSYS_SERVE_THREADS", str(max(1, (os.cpu_count() or 1) // max(settings.workers, 1))))
     metrics_dir = None
     if settings.workers > 1:
         # Prometheus values of all workers are summed through files in this folder.

@@ -113,7 +113,12 @@ def content_lists(
 
 def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
     """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model)."""
-    top = model.item_index.ids[top_k_indices(model.fallback_scores, k)].tolist()
+    # The same list for everybody: computed once per model and k (serving asks for it per request).
+    cache = model.__dict__.setdefault("_popularity_lists", {})
+    key = (id(model.fallback_scores), k)
+    if key not in cache or cache[key][0] is not model.fallback_scores:
+        cache[key] = (model.fallback_scores, model.item_index.ids[top_k_indices(model.fallback_scores, k)].tolist())
+    top = cache[key][1]
     return {u: list(top) for u in user_ids}
 
 

@@ -105,13 +105,18 @@ class LambdaRankModel:
             raise RuntimeError("LambdaRankModel is not fitted")
         return self.booster
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Ranking scores (higher = better) per row."""
-        return np.asarray(self._require().predict(features, num_iteration=self.best_iteration), dtype=np.float64)
+    def predict(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Ranking scores (higher = better) per row (``threads``: OpenMP threads, default LightGBM's)."""
+        extra = {"num_threads": threads} if threads else {}
+        return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, **extra), dtype=np.float64)
 
-    def contributions(self, features: np.ndarray) -> np.ndarray:
-        """Per-feature SHAP contributions (rows, n_features + 1); the last column is the bias."""
-        return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, pred_contrib=True))
+    def contributions(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Per-feature SHAP contributions (rows, n_features + 1); the last column is the bias.
+
+        They sum to :meth:`predict`'s score (up to rounding).
+        """
+        extra = {"num_threads": threads} if threads else {}
+        return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, pred_contrib=True, **extra))
 
     def importance(self, kind: str = "gain") -> dict[str, float]:
         """Feature importance by total gain (or split count), largest first."""

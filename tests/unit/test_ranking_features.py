@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from features.content.vectors import ItemVectors, l2_normalise
-from features.ranking import CandidateSet, RankingFeatures, anonymous_state, build_item_table, user_states
+from features.ranking import CandidateSet, RankingFeatures, UserStateLookup, anonymous_state, build_item_table, user_states
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
 
@@ -75,6 +75,23 @@ def test_batch_and_single_user_paths_are_identical(setup: tuple[TrainingData, Ra
     for i, u in enumerate(users):
         single = feats.compute(user_states(data, [u], ["age"]), [_candidates(data, u)])
         np.testing.assert_array_equal(single, batch[i * 6 : (i + 1) * 6])
+
+
+def test_serving_state_lookup_equals_user_states(setup: tuple[TrainingData, RankingFeatures, ItemVectors]) -> None:
+    """The server's precomputed per-user states are exactly the training path's (every user, an unknown one)."""
+    data, feats, _ = setup
+    lookup = UserStateLookup(data, ["age"])
+    users = data.user_index.ids.tolist() + ["nobody"]
+    vec = {"als": {u: np.full(4, i, dtype=np.float32) for i, u in enumerate(users[:5])}}
+    for u, expected in zip(users, user_states(data, users, ["age"], vec)):
+        got = lookup.state(u, {m: v[u] for m, v in vec.items() if u in v})
+        assert got.user_id == expected.user_id and got.attributes == expected.attributes
+        for field in ("item_rows", "days_ago", "prices"):
+            a, b = getattr(got, field), getattr(expected, field)
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        assert got.vectors.keys() == expected.vectors.keys()
+        np.testing.assert_array_equal(feats.compute([got], [_candidates(data, u)]), feats.compute([expected], [_candidates(data, u)]))
 
 
 def test_anonymous_visitor_gets_features(setup: tuple[TrainingData, RankingFeatures, ItemVectors]) -> None:
