@@ -273,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-candidates", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     parser.add_argument("--note", default="H&M sample", help="what the catalogue is (goes into the table caption)")
+    parser.add_argument("--endpoints", default="/v1/candidates,/v1/recommendations", help="which endpoints to drive (comma-separated)")
+    parser.add_argument("--visitors", type=int, default=8, help="unknown ids among the requests (the cheap popularity path)")
+    parser.add_argument("--auto-rates", default="", help="extra open-loop rates as fractions of the closed-loop QPS, e.g. 0.5,0.8")
+    parser.add_argument("--user-template", default="", help="draw --user-count ids from this format instead of /v1/users/sample, e.g. u{:07d}")
+    parser.add_argument("--user-count", type=int, default=0, help="ids 0..N-1 for --user-template")
+    parser.add_argument("--sample", type=int, default=1000, help="how many ids to draw with --user-template")
     args = parser.parse_args(argv)
 
     bundle = args.bundle or default_bundle(args.config)
@@ -284,18 +290,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = f"http://127.0.0.1:{port}"
         version = httpx.get(f"{base}/ready").json()["model_version"]
-        users = [u["user_id"] for u in httpx.get(f"{base}/v1/users/sample", params={"n": 24}, timeout=60).json()["users"]]
-        users += [f"visitor-{i}" for i in range(8)]  # unknown ids: the popularity fallback path
+        if args.user_template:
+            rng = np.random.default_rng(0)
+            users = [args.user_template.format(int(i)) for i in rng.choice(args.user_count, size=min(args.sample, args.user_count), replace=False)]
+        else:
+            users = [u["user_id"] for u in httpx.get(f"{base}/v1/users/sample", params={"n": 24}, timeout=60).json()["users"]]
+        users += [f"visitor-{i}" for i in range(args.visitors)]  # unknown ids: the popularity fallback path
         print(f"benchmarking bundle {version} with {args.workers} worker(s), {len(users)} users, {args.duration:.0f} s per run", flush=True)
         work = workloads(port, users, args.candidates_k, args.n_candidates)
+        wanted = [e.strip() for e in args.endpoints.split(",") if e.strip()]
         runs: list[Run] = []
-        for endpoint, requests in work.items():
+        for endpoint, requests in ((e, work[e]) for e in wanted):
             asyncio.run(closed_loop(requests, port, 4, 2.0))  # warm-up: imports, caches, connections
             lat, err, elapsed = asyncio.run(closed_loop(requests, port, args.connections, args.duration))
             runs.append(summarise(endpoint, "closed", args.connections, lat, err, elapsed))
             print(runs[-1], flush=True)
             rates = args.rates if endpoint == "/v1/candidates" else args.recommend_rates
-            for rate in [float(r) for r in rates.split(",") if r.strip()]:
+            fixed = [float(r) for r in rates.split(",") if r.strip()]
+            auto = [float(round(runs[-1].qps * float(f))) for f in args.auto_rates.split(",") if f.strip()]
+            for rate in sorted({r for r in fixed + auto if r > 0}):
                 lat, err, elapsed = asyncio.run(open_loop(requests, port, rate, args.duration))
                 runs.append(summarise(endpoint, "open", rate, lat, err, elapsed))
                 print(runs[-1], flush=True)
@@ -313,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start,
         "python": platform.python_version(),
         "client": "asyncio HTTP/1.1 keep-alive, same machine",
+        "request_users": len(users) - args.visitors,
+        "request_visitors": args.visitors,
         "candidates_k": args.candidates_k,
         "n_candidates": args.n_candidates,
         "server_rss_mb": rss,

@@ -56,6 +56,10 @@ def load_service(path: Path) -> RecommendationService:
         from serving.dev_service import DevService
 
         return DevService.load(path)
+    if kind == "synthetic":  # bench/synthetic_catalogue.py: a large synthetic catalogue for the load benchmark
+        from serving.synthetic_service import SyntheticService
+
+        return SyntheticService.load(path)
     from serving.bundle_service import BundleService  # the trained pipeline's service
 
     return BundleService.load(path)

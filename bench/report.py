@@ -1,0 +1,88 @@
+"""Combine the serving benchmark results into one table: ``bench/results/bench.md`` and README.md.
+
+Reads ``bench/results/serving.json`` (trained bundle), ``serving_synthetic_1m.json`` (the 1M-item
+synthetic catalogue) and ``synthetic_index.json`` (its HNSW recall sweep), writes
+``bench/results/bench.md`` and replaces the README text between ``<!-- bench:serving:start -->``
+and ``<!-- bench:serving:end -->`` (nothing else in the README is touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench:serving:start -->", "<!-- bench:serving:end -->"
+TARGETS = {"/v1/candidates": "p99 <= 20 ms at >= 400 QPS (1M items)", "/v1/recommendations": "p99 <= 60 ms"}
+
+
+def _load(path: Path) -> dict | None:  # type: ignore[type-arg]
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: ignore[type-arg]
+    lines = [
+        "| catalogue | endpoint | mode | load | requests | errors | QPS | p50 ms | p99 ms | server RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for label, r in results:
+        for run in r["runs"]:
+            load = f"{int(run['load'])} conn." if run["mode"] == "closed" else f"{int(run['load'])} req/s"
+            lines.append(
+                f"| {label} | `{run['endpoint']}` | {run['mode']} | {load} | {run['requests']:,} | {run['errors']} | {run['qps']:.0f} | "
+                f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {r['server_rss_mb']:,.0f} |"
+            )
+        mix = f"{r.get('request_users', '?')} customer ids" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")
+        notes.append(
+            f"- {label}: bundle `{r['bundle_version']}` ({r['catalogue_note']}); {r['date']}; {r['workers']} uvicorn workers on "
+            f"{r['cpus']} cores; load average at start {r['load_average_start']}; requests cycle over {mix}; "
+            f"`/v1/candidates` k={r['candidates_k']}, `/v1/recommendations` {r['n_candidates']} candidates reranked, k=12."
+        )
+    out = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    if index:
+        served = index["serving_ef_search"]
+        sweep = ", ".join(f"{row['ef_search']} -> {row['recall_at_k']:.3f} ({row['p50_ms']:.2f} ms)" for row in index["recall_sweep"])
+        s = index["settings"]
+        out += (
+            f"- 1M index: HNSW M={s['hnsw_m']}, efConstruction={s['ef_construction']} over {s['n_items']:,} x {s['dim']} synthetic vectors, "
+            f"built in {index['hnsw_build_s']} s (2 threads), {index['index_bytes'] / 2**20:,.0f} MiB; served at efSearch {served} = "
+            f"recall@100 {index['serving_recall_at_100']:.3f} vs exact MIPS ({s['queries']} synthetic user vectors). "
+            f"Sweep, efSearch -> recall@100 (1-query p50): {sweep}.\n"
+        )
+    return out
+
+
+def replace_block(readme: Path, block: str) -> bool:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        print(f"{readme}: no {START} ... {END} markers; README left alone", file=sys.stderr)
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{block}{END}{tail}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    results = [(label, r) for label, name in (("H&M trained", "serving.json"), ("synthetic 1M", "serving_synthetic_1m.json")) if (r := _load(args.results / name))]
+    if not results:
+        print("no serving results yet: run `make bench`", file=sys.stderr)
+        return 1
+    block = table(results, _load(args.results / "synthetic_index.json"))
+    (args.results / "bench.md").write_text(block)
+    print(block)
+    if not args.no_readme:
+        replace_block(args.readme, block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

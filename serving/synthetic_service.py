@@ -1,0 +1,182 @@
+"""A synthetic large catalogue behind the real HTTP app: for the serving benchmark at 1M items.
+
+A bundle with ``"service": "synthetic"`` (written by ``bench/synthetic_catalogue.py``) holds
+synthetic item-tower vectors in a real :class:`~recsys.index.faiss_index.ItemIndex` (HNSW), synthetic
+user vectors, and a real :class:`~recsys.models.history.HistoryRecommender` fitted on synthetic
+purchases. This service answers ``/v1/candidates`` with the production
+:class:`~recsys.candidates.generator.CandidateGenerator` (its ``history``, ``two_tower`` and
+``popularity`` sources and the same reciprocal-rank merge); only the two-tower *model* is absent:
+its user vectors are a table. There is no ranker, content encoder or photo, so
+``/v1/recommendations`` and ``/v1/search`` answer 422 saying so. Nothing here is used by a trained
+bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import Candidate, merge_user
+from recsys.config import CandidatesConfig, IndexConfig
+from recsys.data.interactions import IdIndex
+from recsys.index.faiss_index import ItemIndex
+from recsys.models.history import HistoryRecommender
+from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, ScoredItem, UnknownItemsError, UserSummary
+from training.bundle import Bundle, load_bundle
+
+log = logging.getLogger(__name__)
+
+FILTERABLE = ("product_type_name",)
+
+
+@dataclass
+class UserVectorTable:
+    """What the two-tower source reads from a fitted two-tower: user ids and their tower vectors."""
+
+    user_index: IdIndex
+    user_vectors: np.ndarray
+
+
+class SyntheticService:
+    """Serves a synthetic catalogue bundle (see the module docstring)."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        path = bundle.path
+        meta = bundle.manifest["synthetic"]
+        self.meta = meta
+        gen = CandidateGenerator(CandidatesConfig(**meta["candidates"]), IndexConfig(**meta["index"]))
+        gen.history = HistoryRecommender.load(path / "history")
+        with np.load(path / "users.npz", allow_pickle=False) as z:
+            gen.two_tower = UserVectorTable(gen.history.user_index, z["user_vectors"])  # type: ignore[assignment]
+            self._sample_users = z["sample_users"].tolist()
+        if len(gen.two_tower.user_vectors) != len(gen.history.user_index):
+            raise ValueError(f"{path}: {len(gen.two_tower.user_vectors)} user vectors for {len(gen.history.user_index)} users")
+        gen.tower_index = ItemIndex.load(path / "index")
+        gen.tower_index.index.hnsw.efSearch = int(meta["index"]["ef_search"])
+        self.generator = gen
+        self.item_index = gen.history.item_index
+        if not np.array_equal(gen.tower_index.item_ids, self.item_index.ids):
+            raise ValueError(f"{path}: index rows and catalogue rows disagree")
+        items = pl.read_parquet(path / "items.parquet")
+        self._columns = {c: items[c].to_list() for c in ("prod_name", *FILTERABLE)}
+        self._popular = gen.history.item_index.ids[np.argsort(-gen.history.fallback_scores, kind="stable")[:500]].tolist()
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, int(os.environ.get("RECSYS_SERVE_THREADS", "0")) or (os.cpu_count() or 1)))
+        log.info("serving synthetic bundle %s: %d items, %d users, efSearch %d", bundle.version, len(self.item_index), len(gen.history.user_index), gen.tower_index.index.hnsw.efSearch)
+
+    @classmethod
+    def load(cls, path: Path, version: str | None = None) -> "SyntheticService":
+        return cls(load_bundle(path, version))
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def _rows(self, item_ids: tuple[str, ...] | list[str]) -> np.ndarray:
+        rows = self.item_index.lookup(list(item_ids))
+        unknown = [i for i, r in zip(item_ids, rows) if r < 0]
+        if unknown:
+            raise UnknownItemsError(unknown)
+        return rows
+
+    def _merged(self, query: Query, size: int) -> list[Candidate]:
+        user = query.user_id
+        gen = self.generator
+        if user is not None and user in gen.history.user_index:
+            if query.recent_item_ids:
+                self._rows(query.recent_item_ids)
+            return gen.generate([user], size)[user]
+        if query.text is not None or query.image is not None:
+            raise InvalidQueryError("text" if query.text is not None else "image", "the synthetic catalogue has no content encoder")
+        rows = self._rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
+        lists: dict[str, list[str]] = {}
+        if len(rows):
+            ids = self.item_index.ids
+            lists["history"] = [str(ids[r]) for r in rows[::-1]]
+            # The tower vectors of the recent items stand in for a user vector (their mean).
+            vectors = np.stack([gen.tower_index.index.reconstruct(int(r))[:-1] for r in rows])
+            lists["two_tower"] = gen.tower_index.search_ids(vectors.mean(axis=0, keepdims=True), gen.config.per_source)[0]
+        lists["popularity"] = self._popular[:size]
+        return merge_user(lists, size, gen.weights, gen.config.rrf_k)
+
+    def _check_filters(self, query: Query) -> None:
+        for column in query.filters:
+            if column not in FILTERABLE:
+                raise InvalidQueryError(f"filters.{column}", f"unknown catalogue column; filterable: {', '.join(FILTERABLE)}")
+
+    def _seen(self, query: Query) -> set[str]:
+        seen = set(query.recent_item_ids)
+        row = self.generator.history.user_index.get(query.user_id) if query.user_id is not None else None
+        if row is not None:
+            h = self.generator.history.history
+            seen |= set(self.item_index.ids[h.indices[h.indptr[row] : h.indptr[row + 1]]].tolist())
+        return seen
+
+    def candidates(self, query: Query) -> list[ScoredItem]:
+        self._check_filters(query)
+        size = max(query.k, self.generator.config.size) * (4 if query.filters or query.exclude_seen else 1)
+        cands = self._merged(query, size)
+        seen = self._seen(query) if query.exclude_seen else set()
+        out = []
+        for c in cands:
+            if c.item_id in seen:
+                continue
+            if query.filters:
+                row = self.item_index.get(c.item_id)
+                if row is None or any(self._columns[col][row] not in allowed for col, allowed in query.filters.items()):
+                    continue
+            out.append(ScoredItem(c.item_id, float(c.score), {s: r - 1 for s, r in c.ranks.items()}))
+            if len(out) == query.k:
+                break
+        return out
+
+    def recommendations(self, query: Query, n_candidates: int = 200) -> list[RankedItem]:
+        raise InvalidQueryError("n_candidates", "the synthetic benchmark catalogue has no reranker; use /v1/candidates")
+
+    def similar(self, item_id: str, k: int) -> list[ScoredItem]:
+        row = self.item_index.get(item_id)
+        if row is None:
+            raise UnknownItemsError([item_id])
+        index = self.generator.tower_index
+        rows, scores = index.search(index.index.reconstruct(int(row))[None, :-1], k + 1)
+        found = [(str(index.item_ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != row][:k]
+        return [ScoredItem(i, s, {"similar": n}) for n, (i, s) in enumerate(found)]
+
+    def search(self, text: str | None, image: Image.Image | None, text_weight: float, image_weight: float, k: int) -> list[ScoredItem]:
+        raise InvalidQueryError("text" if text is not None else "image", "the synthetic catalogue has no content encoder")
+
+    def item(self, item_id: str) -> ItemInfo:
+        row = self.item_index.get(item_id)
+        if row is None:
+            raise UnknownItemsError([item_id])
+        return ItemInfo(item_id, self._columns["prod_name"][row], {c: self._columns[c][row] for c in FILTERABLE}, False)
+
+    def image_path(self, item_id: str) -> Path | None:
+        return None
+
+    def sample_users(self, n: int) -> list[UserSummary]:
+        return [s for s in (self.user(u) for u in self._sample_users[:n]) if s is not None]
+
+    def user(self, user_id: str) -> UserSummary | None:
+        h = self.generator.history
+        row = h.user_index.get(user_id)
+        if row is None:
+            return None
+        start, end = h.history.indptr[row], h.history.indptr[row + 1]
+        cols, vals = h.history.indices[start:end], h.history.data[start:end]
+        recent = h.item_index.ids[cols[np.lexsort((cols, -vals))][:12]].tolist()
+        return UserSummary(user_id, int(h.seen[row].sum()), recent)
+
+
+def synthetic_summary(bundle: Bundle) -> str:
+    return json.dumps({"version": bundle.version, "synthetic": {k: bundle.manifest["synthetic"].get(k) for k in ("n_items", "dim", "n_users")}})
