@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INFO_COLUMNS = ("product_type_name", "product_group_name", "colour_group_name", "department_name", "section_name", "garment_group_name", "detail_desc")
 CONTRIBUTIONS_SHOWN = 5
+QUERY_PROFILE_ITEMS = 3  # search hits that stand in for a words-or-photo visitor's history in the features
 
 
 class BundleService:
@@ -127,15 +128,23 @@ class BundleService:
                 self._rows(query.recent_item_ids)  # validate; a known user's own history already covers them
             return state, self.generator.generate([user], size)[user]
         rows = self._rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
-        vectors: dict[str, np.ndarray] = {}
-        if len(rows) and hasattr(self.generator, "als"):
-            vectors["als"] = self.generator.als.fold_in([self.data.item_index.ids[r] for r in rows])
-        state = anonymous_state(rows.tolist(), self.data.as_of, vectors)
-        lists = self._context_lists(rows, query.text, query.image, query, size)
+        found = None
+        if query.text is not None or query.image is not None:
+            found = [s.item_id for s in self.search(query.text, query.image, query.text_weight, query.image_weight, size)]
+        state = None
+        if with_state:
+            # Words or a photo alone give the ranking features nothing to compare candidates with;
+            # the best search hits stand in for the visitor's history there (never as a source).
+            profile = rows if len(rows) or not found else self.data.item_index.lookup(found[:QUERY_PROFILE_ITEMS])
+            vectors: dict[str, np.ndarray] = {}
+            if len(profile) and hasattr(self.generator, "als"):
+                vectors["als"] = self.generator.als.fold_in([self.data.item_index.ids[r] for r in profile])
+            state = anonymous_state(profile.tolist(), self.data.as_of, vectors)
+        lists = self._context_lists(rows, found, size)
         return state, merge_user(lists, size, self.generator.weights, self.generator.config.rrf_k)
 
-    def _context_lists(self, rows: np.ndarray, text: str | None, image: Image.Image | None, query: Query, size: int) -> dict[str, list[str]]:
-        """Source lists for a visitor known only by context (recent items, a text, a photo)."""
+    def _context_lists(self, rows: np.ndarray, found: list[str] | None, size: int) -> dict[str, list[str]]:
+        """Source lists for a visitor known only by context (recent items, search hits for a text/photo)."""
         ids = self.data.item_index.ids.astype(object)  # plain str ids in responses, not numpy scalars
         lists: dict[str, list[str]] = {}
         if len(rows):
@@ -149,9 +158,9 @@ class BundleService:
             if hasattr(self.generator, "als"):
                 vec = self.generator.als.fold_in(ids[rows].tolist())
                 lists["als"] = [ids[r] for r in top_k_indices(self.generator.als.item_factors @ vec, size)]
-        if text is not None or image is not None:
+        if found is not None:
             # An explicit preference outranks the look of recent items as the content source.
-            lists["content"] = [s.item_id for s in self.search(text, image, query.text_weight, query.image_weight, size)]
+            lists["content"] = found
         lists["popularity"] = [ids[r] for r in self._popular[:size]]
         return lists
 
