@@ -95,3 +95,18 @@ def test_serving_path_features_equal_training_path(trained: Path) -> None:
         online = service.feature_rows(user, [c.item_id for c in candidates[user]])
         np.testing.assert_array_equal(online, offline.features[start : start + size])
         start += size
+
+
+def test_visitor_words_drive_the_reranked_list(trained: Path) -> None:
+    """A visitor known only by words gets items matching them, not the popular list: the search hits
+    stand in for a history in the ranking features (without them every similarity feature is empty)."""
+    from serving.bundle_service import BundleService
+    from serving.service import Query
+
+    service = BundleService.load(trained)
+    types = dict(zip(service.data.items["item_id"].to_list(), service.data.items["product_type_name"].to_list()))
+    recs = service.recommendations(Query(text="red dress", k=12))
+    assert len(recs) == 12
+    assert sum("content" in r.reasons.sources for r in recs) >= 6
+    assert sum(types[r.item_id] == "Dress" for r in recs) >= 4
+    assert all("history" not in r.reasons.sources for r in recs)  # the stand-in history is never a source
