@@ -153,15 +153,17 @@ class BundleService:
                 scores = np.asarray(self.generator.knn.similarity[rows].sum(axis=0)).ravel()
                 lists["copurchase"] = [ids[r] for r in top_k_indices(scores, size) if scores[r] > 0]
             fused = self.vectors.aligned(ids[rows].tolist(), "fused").mean(axis=0)
-            found = self.search_engine.search_vectors(fused, None, size)
-            lists["content"] = found.item_ids
+            lists["content"] = self.search_engine.search_vectors(fused, None, size).item_ids
             if hasattr(self.generator, "als"):
                 vec = self.generator.als.fold_in(ids[rows].tolist())
                 lists["als"] = [ids[r] for r in top_k_indices(self.generator.als.item_factors @ vec, size)]
         if found is not None:
             # An explicit preference outranks the look of recent items as the content source.
             lists["content"] = found
-        lists["popularity"] = [ids[r] for r in self._popular[:size]]
+        else:
+            # Popularity is the fallback for a visitor we know nothing about; next to explicit words
+            # or a photo its heavy merge weight would bury what they asked for.
+            lists["popularity"] = [ids[r] for r in self._popular[:size]]
         return lists
 
     def _filter(self, cands: list[Candidate], query: Query, seen: set[str]) -> list[Candidate]:
