@@ -143,11 +143,21 @@ async def closed_loop(requests: list[bytes], port: int, connections: int, second
     return latencies, errors, time.perf_counter() - begin
 
 
-async def open_loop(requests: list[bytes], port: int, rate: float, seconds: float, max_connections: int = 256) -> tuple[list[float], int, float]:
-    """Send at ``rate`` per second on a pool of connections; latency counts from the scheduled send time."""
-    pool: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()  # reuse the most recently used (warm) connection
-    for _ in range(max_connections):
-        pool.put_nowait(Connection(port))
+async def open_loop(requests: list[bytes], port: int, rate: float, seconds: float, max_connections: int = 64, fifo: bool = True) -> tuple[list[float], int, float]:
+    """Send at ``rate`` per second on a pool of connections; latency counts from the scheduled send time.
+
+    The connections are opened before the clock starts and used round-robin (``fifo``): each keep-alive
+    connection is pinned to the uvicorn worker that accepted it, so reusing only the most recently used
+    one (LIFO) sent most requests to one worker while the other idled. A request waiting for a free
+    connection counts as queueing (its latency still runs from the scheduled time).
+    """
+    pool: asyncio.Queue[Connection] = asyncio.Queue() if fifo else asyncio.LifoQueue()
+    max_connections = min(max_connections, max(8, int(rate / 2)))  # each one busy often enough not to idle out (uvicorn: 5 s)
+    conns = [Connection(port) for _ in range(max_connections)]
+    for c in conns:
+        c.reader, c.writer = await asyncio.open_connection("127.0.0.1", port)
+        c.last_used = time.perf_counter()
+        pool.put_nowait(c)
     latencies: list[float] = []
     errors = 0
     tasks = []

@@ -55,6 +55,29 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
     return out
 
 
+def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
+    """The issue's targets against the measured runs (open loop: latency includes queueing)."""
+    lines = []
+    syn = results.get("synthetic 1M")
+    if syn:
+        runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open" and r["load"] >= 400]
+        for r in runs:
+            ok = r["p99_ms"] <= 20 and r["qps"] >= 0.98 * 400 and r["errors"] == 0
+            lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= 400 QPS, 1M items: **{'met' if ok else 'not met'}** "
+                         f"({r['qps']:.0f} QPS achieved of {int(r['load'])} scheduled, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors).")
+        best = max((r["qps"] for r in syn["runs"] if r["mode"] == "closed"), default=0)
+        lines.append(f"- 1M items, closed loop: {best:.0f} QPS sustained.")
+    hm = results.get("H&M trained")
+    if hm:
+        rec = [r for r in hm["runs"] if r["endpoint"] == "/v1/recommendations" and r["mode"] == "open"]
+        for r in rec:
+            ok = r["p99_ms"] <= 60 and r["errors"] == 0
+            lines.append(f"- target `/v1/recommendations` p99 <= 60 ms: at {int(r['load'])} req/s **{'met' if ok else 'not met'}** (p99 {r['p99_ms']:.1f} ms).")
+    errors = sum(r["errors"] for res in results.values() for r in res["runs"])
+    lines.append(f"- errors across all load runs: {errors}.")
+    return "\n".join(lines) + "\n"
+
+
 def replace_block(readme: Path, block: str) -> bool:
     text = readme.read_text()
     if START not in text or END not in text:
@@ -76,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no serving results yet: run `make bench`", file=sys.stderr)
         return 1
-    block = table(results, _load(args.results / "synthetic_index.json"))
+    block = table(results, _load(args.results / "synthetic_index.json")) + verdict(dict(results))
     (args.results / "bench.md").write_text(block)
     print(block)
     if not args.no_readme:
