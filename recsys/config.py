@@ -252,14 +252,9 @@ class RetrievalConfig(StrictModel):
     candidates: CandidatesConfig = CandidatesConfig()
 
 
-class RerankerConfig(StrictModel):
-    """The LightGBM LambdaRank reranker (``training/reranker.py``) and where its labels come from."""
+class LambdaRankParams(StrictModel):
+    """LightGBM LambdaRank settings (``recsys/ranking/lambdarank.py``); defaults suit ~1e5-1e6 candidate pairs on 2 cores."""
 
-    label_days: int = Field(
-        default=1, ge=1, le=14,
-        description="days before the test window whose purchases label training candidates; each day is one retrieval "
-        "fold fitted on the days before it (more days = more ranking groups, one retrieval fit each)",
-    )
     num_leaves: int = Field(default=63, ge=2)
     learning_rate: float = Field(default=0.05, gt=0)
     n_estimators: int = Field(default=400, ge=1)
@@ -268,11 +263,21 @@ class RerankerConfig(StrictModel):
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_freq: int = Field(default=1, ge=0)
     lambdarank_truncation_level: int = Field(default=20, ge=1)
-    eval_at: list[int] = [12]
+    eval_at: tuple[int, ...] = (12,)
     early_stopping_rounds: int = Field(default=40, ge=1)
-    valid_share: float = Field(default=0.15, ge=0, lt=1, description="label users held out for early stopping")
     seed: int = 0
     num_threads: int = Field(default=2, ge=1)
+
+
+class RerankerConfig(LambdaRankParams):
+    """The reranker section: the LambdaRank settings plus where the training labels come from."""
+
+    label_days: int = Field(
+        default=1, ge=1, le=14,
+        description="days before the test window whose purchases label training candidates; each day is one retrieval "
+        "fold fitted on the days before it (more days = more ranking groups, one retrieval fit each)",
+    )
+    valid_share: float = Field(default=0.15, ge=0, lt=1, description="label users held out for early stopping")
 
 
 class ProjectConfig(StrictModel):

@@ -59,9 +59,7 @@ class PipelineOutcome:
 
 def ranker_params(config: ProjectConfig) -> LambdaRankParams:
     """LambdaRank settings from the typed ``reranker`` section."""
-    raw = config.reranker.model_dump(exclude={"label_days", "valid_share"})
-    raw["eval_at"] = tuple(raw["eval_at"])
-    return LambdaRankParams(**raw)
+    return LambdaRankParams(**config.reranker.model_dump(include=set(LambdaRankParams.model_fields)))
 
 
 def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVectors, two_tower_epochs: int | None = None) -> CandidateGenerator:

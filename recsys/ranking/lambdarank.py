@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,24 +10,9 @@ import lightgbm as lgb
 import numpy as np
 
 from recsys.atomic import atomic_path, write_json
+from recsys.config import LambdaRankParams
 
-
-@dataclass(frozen=True)
-class LambdaRankParams:
-    """LightGBM settings; defaults suit ~1e5-1e6 candidate pairs on 2 cores."""
-
-    num_leaves: int = 63
-    learning_rate: float = 0.05
-    n_estimators: int = 400
-    min_child_samples: int = 50
-    feature_fraction: float = 0.8
-    bagging_fraction: float = 0.8
-    bagging_freq: int = 1
-    lambdarank_truncation_level: int = 20
-    eval_at: tuple[int, ...] = (12,)
-    early_stopping_rounds: int = 40
-    seed: int = 0
-    num_threads: int = 2
+__all__ = ["LambdaRankModel", "LambdaRankParams"]
 
 
 class LambdaRankModel:
@@ -129,16 +113,14 @@ class LambdaRankModel:
         booster = self._require()
         with atomic_path(directory / "ranker.txt") as tmp:
             booster.save_model(str(tmp), num_iteration=self.best_iteration)
-        meta = {"feature_names": self.feature_names, "categorical": self.categorical, "params": self.params.__dict__ | {"eval_at": list(self.params.eval_at)}, "best_iteration": self.best_iteration}
+        meta = {"feature_names": self.feature_names, "categorical": self.categorical, "params": self.params.model_dump(mode="json"), "best_iteration": self.best_iteration}
         write_json(directory / "ranker.json", meta)
         return directory
 
     @classmethod
     def load(cls, directory: Path) -> "LambdaRankModel":
         meta = json.loads((directory / "ranker.json").read_text())
-        params = dict(meta["params"])
-        params["eval_at"] = tuple(params["eval_at"])
-        model = cls(meta["feature_names"], meta["categorical"], LambdaRankParams(**params))
+        model = cls(meta["feature_names"], meta["categorical"], LambdaRankParams(**meta["params"]))
         model.booster = lgb.Booster(model_file=str(directory / "ranker.txt"))
         # The saved model holds exactly best_iteration trees; predict with all of them.
         model.best_iteration = model.booster.current_iteration()
