@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ from recsys.config import ProjectConfig  # noqa: E402
 log = logging.getLogger(__name__)
 # Read once, before this module ever calls mlflow.set_tracking_uri (which exports the variable).
 _USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+PID_TAG = "recsys.pid"
+HOST_TAG = "recsys.host"
 
 
 def tracking_paths(work_dir: Path) -> tuple[str, str]:
@@ -80,14 +83,55 @@ def start_run(
     experiment_id = configure(config)
     # A stage that opens its own run inside a pipeline run becomes that run's child.
     parent = parent or mlflow.active_run()
-    run_tags = {"project": config.name, **(tags or {})}
+    run_tags = {"project": config.name, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **(tags or {})}
     if parent is not None:
         run_tags["mlflow.parentRunId"] = parent.info.run_id
+    else:
+        close_orphaned_runs(experiment_id)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags, nested=parent is not None) as run:
         if params:
             mlflow.log_params(flatten(params))
         log.info("mlflow run %s (%s) at %s", run_name, run.info.run_id, mlflow.get_tracking_uri())
         yield run
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs left RUNNING by a process of this host that no longer exists.
+
+    A SIGKILLed ``recsys train`` (or a power cut) cannot close its runs; without this they would
+    show as running forever in the UI. Only runs tagged with this host and a dead pid are touched,
+    so runs of other machines sharing a tracking server, or still alive here, are left alone.
+
+    Args:
+        experiment_id: the experiment to clean.
+
+    Returns:
+        The ids of the runs marked KILLED.
+    """
+    host = socket.gethostname()
+    client = mlflow.MlflowClient()
+    closed: list[str] = []
+    runs = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'", max_results=1000)
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "recsys.orphaned", f"process {pid} on {host} ended without closing the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        log.warning("marked %d run(s) of dead processes KILLED: %s", len(closed), ", ".join(closed))
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

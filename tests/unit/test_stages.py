@@ -57,3 +57,47 @@ def test_tracking_store_follows_each_config(shop: tuple[Path, ProjectConfig], tm
             pass
         assert (config.work_path / "mlflow" / "mlflow.db").is_file()
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_run_of_a_killed_process_is_closed_by_the_next_run(shop: tuple[Path, ProjectConfig]) -> None:
+    """A SIGKILLed `recsys train` cannot close its MLflow run; the next top-level run marks it KILLED."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import mlflow
+
+    from training.tracking import configure, start_run
+
+    root, config = shop
+    child = textwrap.dedent(
+        f"""
+        import sys, time
+        from tests.conftest import shop_config
+        from training.tracking import start_run
+        config = shop_config({str(root)!r}, {str(config.work_path)!r})
+        with start_run(config, "doomed") as run:
+            print(run.info.run_id, flush=True)
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        assert proc.stdout is not None
+        doomed = proc.stdout.readline().strip()
+        assert doomed, "the child process did not open a run"
+        with start_run(config, "alive-check"):  # the child still runs: its run must stay RUNNING
+            pass
+        configure(config)
+        assert mlflow.get_run(doomed).info.status == "RUNNING"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    with start_run(config, "next"):
+        pass
+    killed = mlflow.get_run(doomed)
+    assert killed.info.status == "KILLED"
+    assert "ended without closing" in killed.data.tags["recsys.orphaned"]
