@@ -57,6 +57,8 @@ class Run:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    server_cpu_ms: float = float("nan")  # server CPU (all workers) per answered request
+    client_cpu_ms: float = float("nan")  # this load generator's CPU per answered request
 
 
 def free_port() -> int:
@@ -71,6 +73,47 @@ def http_request(path: str, body: dict[str, object], port: int) -> bytes:
     return head.encode() + payload
 
 
+class _ResponseReader(asyncio.Protocol):
+    """Collects one HTTP/1.1 response at a time (status and Content-Length body) from a keep-alive connection.
+
+    A protocol rather than ``asyncio`` streams: the load generator shares the server's cores, and
+    parsing in ``data_received`` costs a fraction of a ``readline()`` per header line.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        length = 0
+        if at >= 0:
+            stop = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : stop if stop >= 0 else len(head)])
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        waiter.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("server closed the connection"))
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection; reads responses by Content-Length (the API always sends it).
 
@@ -81,36 +124,30 @@ class Connection:
     def __init__(self, port: int, max_idle_s: float = 3.0):
         self.port = port
         self.max_idle_s = max_idle_s
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: _ResponseReader | None = None
         self.last_used = 0.0
 
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, self.protocol = await loop.create_connection(_ResponseReader, "127.0.0.1", self.port)
+        self.last_used = time.perf_counter()
+
     async def send(self, request: bytes) -> int:
-        if self.writer is not None and time.perf_counter() - self.last_used > self.max_idle_s:
+        if self.protocol is not None and (self.protocol.lost or time.perf_counter() - self.last_used > self.max_idle_s):
             await self.close()
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        self.writer.write(request)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("server closed the connection")
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await self.reader.readexactly(length)
+        if self.protocol is None:
+            await self.open()
+        assert self.protocol is not None and self.protocol.transport is not None
+        self.protocol.waiter = asyncio.get_running_loop().create_future()
+        self.protocol.transport.write(request)
+        status = await self.protocol.waiter
         self.last_used = time.perf_counter()
         return status
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+        self.protocol = None
 
 
 async def closed_loop(requests: list[bytes], port: int, connections: int, seconds: float) -> tuple[list[float], int, float]:
@@ -155,8 +192,7 @@ async def open_loop(requests: list[bytes], port: int, rate: float, seconds: floa
     max_connections = min(max_connections, max(8, int(rate / 2)))  # each one busy often enough not to idle out (uvicorn: 5 s)
     conns = [Connection(port) for _ in range(max_connections)]
     for c in conns:
-        c.reader, c.writer = await asyncio.open_connection("127.0.0.1", port)
-        c.last_used = time.perf_counter()
+        await c.open()
         pool.put_nowait(c)
     latencies: list[float] = []
     errors = 0
@@ -196,6 +232,31 @@ def summarise(endpoint: str, mode: str, load: float, latencies: list[float], err
     p = np.percentile(ms, [50, 90, 99])
     return Run(endpoint, mode, load, round(elapsed, 1), len(latencies), errors, round(len(latencies) / elapsed, 1),
                round(float(p[0]), 2), round(float(p[1]), 2), round(float(p[2]), 2), round(float(ms.max()), 2))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the uvicorn workers)."""
+    try:
+        proc = psutil.Process(pid)
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def measured(run, pid: int, endpoint: str, mode: str, load: float) -> Run:  # type: ignore[no-untyped-def]
+    """Run one load (a coroutine factory) and summarise it with the server's and the client's CPU per request."""
+    server0, client0 = cpu_seconds(pid), time.process_time()
+    lat, err, elapsed = asyncio.run(run())
+    server, client = cpu_seconds(pid) - server0, time.process_time() - client0
+    out = summarise(endpoint, mode, load, lat, err, elapsed)
+    n = max(len(lat), 1)
+    out.server_cpu_ms, out.client_cpu_ms = round(server / n * 1000, 2), round(client / n * 1000, 2)
+    return out
 
 
 def server_rss_mb(pid: int) -> float:
@@ -259,12 +320,12 @@ def markdown(result: dict[str, object]) -> str:
         f"Serving benchmark, {result['date']} — bundle `{result['bundle_version']}` ({result['catalogue_note']}), "
         f"{result['workers']} uvicorn worker(s) on {result['cpus']} cores, load average at start {result['load_average_start']}.",
         "",
-        "| endpoint | mode | load | requests | errors | QPS | p50 ms | p90 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | mode | load | requests | errors | QPS | p50 ms | p90 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:  # type: ignore[attr-defined]
         load = f"{int(r['load'])} conn." if r["mode"] == "closed" else f"{int(r['load'])} req/s"
-        lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} |")
+        lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms', float('nan')):.2f} | {r.get('client_cpu_ms', float('nan')):.2f} |")
     lines.append("")
     lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
     return "\n".join(lines) + "\n"
@@ -312,15 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[Run] = []
         for endpoint, requests in ((e, work[e]) for e in wanted):
             asyncio.run(closed_loop(requests, port, 4, 2.0))  # warm-up: imports, caches, connections
-            lat, err, elapsed = asyncio.run(closed_loop(requests, port, args.connections, args.duration))
-            runs.append(summarise(endpoint, "closed", args.connections, lat, err, elapsed))
+            runs.append(measured(lambda: closed_loop(requests, port, args.connections, args.duration), process.pid, endpoint, "closed", args.connections))
             print(runs[-1], flush=True)
             rates = args.rates if endpoint == "/v1/candidates" else args.recommend_rates
             fixed = [float(r) for r in rates.split(",") if r.strip()]
             auto = [float(round(runs[-1].qps * float(f))) for f in args.auto_rates.split(",") if f.strip()]
             for rate in sorted({r for r in fixed + auto if r > 0}):
-                lat, err, elapsed = asyncio.run(open_loop(requests, port, rate, args.duration))
-                runs.append(summarise(endpoint, "open", rate, lat, err, elapsed))
+                runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
                 print(runs[-1], flush=True)
         rss = server_rss_mb(process.pid)
     finally:

@@ -1,12 +1,17 @@
-"""Where a request's time goes inside the trained-bundle service (no HTTP): per-stage timers + cProfile.
+"""Where a request's time goes: the service's stages, then the service call vs the whole HTTP app.
 
-Loads :class:`serving.bundle_service.BundleService` once in this process, then calls
-``candidates`` (k=100) and ``recommendations`` (200 candidates reranked) for sample customers and
-visitors, timing each candidate source, the merge, the user state, the features and the reranker.
+Loads a bundle's service once in this process (the trained :class:`serving.bundle_service.BundleService`
+or the 1M-item synthetic catalogue's service), then calls ``candidates`` (k=100) and, with a
+reranker, ``recommendations`` (200 candidates reranked) for sample customers and visitors, timing
+each candidate source, the merge, the user state, the features and the reranker. ``--http N``
+then sends N requests through the real ASGI app in-process (no sockets: uvicorn's own HTTP parsing
+is not included) and prints CPU per request for the service call alone and for the whole app
+(routing, validation, JSON), so the HTTP layer's share is a number.
 
 Usage::
 
-    python bench/profile_service.py --bundle artifacts/bundles [--cprofile 30]
+    python bench/profile_service.py --bundle artifacts/bundles [--cprofile 30] [--http 500]
+    python bench/profile_service.py --bundle artifacts/bench/synthetic_bundles --users 500 --http 1000
 """
 
 from __future__ import annotations
@@ -37,27 +42,78 @@ def timed(fn, repeat: int) -> tuple[float, float]:  # type: ignore[no-untyped-de
     return float(np.median(ms)), float(np.percentile(ms, 99))
 
 
+def http_share(service, path: str, call, body, users: list[str], n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """CPU ms per request of the service call alone and of the whole ASGI app (same users, in-process)."""
+    import asyncio
+    import json
+
+    from serving.app import create_app
+
+    app = create_app(service)
+    payloads = [json.dumps(body(u)).encode() for u in users]
+
+    async def one(payload: bytes) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+                 "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]}
+        messages = [{"type": "http.request", "body": payload, "more_body": False}]
+
+        async def receive():  # type: ignore[no-untyped-def]
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        sent: list[dict] = []  # type: ignore[type-arg]
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200, sent
+
+    async def run() -> float:
+        for p in payloads[:5]:
+            await one(p)
+        start = time.process_time()
+        for i in range(n):
+            await one(payloads[i % len(payloads)])
+        return (time.process_time() - start) / n * 1000
+
+    start = time.process_time()
+    for i in range(n):
+        call(users[i % len(users)])
+    service_ms = (time.process_time() - start) / n * 1000
+    return service_ms, asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "artifacts" / "bundles")
     parser.add_argument("--users", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cprofile", type=int, default=0, help="cProfile this many recommendation calls and print the top functions")
+    parser.add_argument("--http", type=int, default=0, help="requests per endpoint through the in-process ASGI app (CPU per request)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("RECSYS_SERVE_THREADS", "1")  # what each of the 2 workers on 2 cores gets
 
-    from serving.bundle_service import BundleService
+    from serving.reload import load_service
     from serving.service import Query
 
     t = time.perf_counter()
-    service = BundleService.load(args.bundle)
-    print(f"load: {time.perf_counter() - t:.1f} s ({service.data.n_items:,} items)", flush=True)
-    users = [u.user_id for u in service.sample_users(args.users)]
+    service = load_service(args.bundle)
+    synthetic = not hasattr(service, "ranker")
     gen = service.generator
+    if synthetic:
+        rng = np.random.default_rng(0)
+        n_users = len(gen.history.user_index)
+        users = gen.history.user_index.ids[rng.choice(n_users, size=min(args.users, n_users), replace=False)].tolist()
+    else:
+        users = [u.user_id for u in service.sample_users(args.users)]
+    print(f"load: {time.perf_counter() - t:.1f} s ({len(gen.history.item_index):,} items)", flush=True)
+    endpoints = [("candidates k=100", "/v1/candidates", lambda u: service.candidates(Query(user_id=u, k=100)), lambda u: {"user_id": u, "k": 100})]
+    if not synthetic:
+        endpoints.append(("recommendations 200", "/v1/recommendations", lambda u: service.recommendations(Query(user_id=u, k=12), 200),
+                          lambda u: {"user_id": u, "k": 12, "n_candidates": 200, "details": False}))
     rows = []
-    for name, fn in [
-        ("candidates k=100", lambda u: service.candidates(Query(user_id=u, k=100))),
-        ("recommendations 200", lambda u: service.recommendations(Query(user_id=u, k=12), 200)),
-    ]:
+    for name, _, fn, _ in endpoints:
         for u in users[:2]:
             fn(u)  # warm
         per = [timed(lambda u=u: fn(u), args.repeat)[0] for u in users]
@@ -66,6 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name + " (visitor)", np.median(vis), np.max(vis)))
     for name, p50, p99 in rows:
         print(f"{name:32s} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+    if args.http:
+        for name, path, fn, body in endpoints:
+            service_ms, app_ms = http_share(service, path, fn, body, users, args.http)
+            print(f"{name:32s} CPU per request: service {service_ms:6.2f} ms, whole app {app_ms:6.2f} ms (HTTP layer {app_ms - service_ms:5.2f} ms)")
+    if synthetic:
+        stage: dict[str, list[float]] = {}
+        for u in users:
+            gen.source_lists([u])
+            for s, v in gen.timings.items():
+                stage.setdefault(f"source {s}", []).append(v * 1000)
+        for s, v in stage.items():
+            print(f"  {s:28s} median {np.median(v):7.2f} ms   max {np.max(v):7.2f} ms")
+        return 0
 
     # Stage timers for known users.
     stage: dict[str, list[float]] = {}

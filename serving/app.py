@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from serving import schemas as s
+from serving.fastpath import Endpoint, JsonFastPath
 from serving.http_errors import ApiError, error_body, install_error_handlers
 from serving.metrics import BodyLimitMiddleware, BodyTooLarge, Metrics, MetricsMiddleware
 from serving.reload import ReloadError, ServiceHolder
@@ -49,15 +51,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorResponse, "description": "unknown item or customer"}}
 
 
-def current_service(request: Request) -> RecommendationService:
-    """The service of this request, read once: a reload does not change it under a running request."""
+async def current_service(request: Request) -> RecommendationService:
+    """The service of this request, read once: a reload does not change it under a running request.
+
+    ``async``: a plain ``def`` dependency costs a thread-pool round trip per request for one attribute read.
+    """
     current = request.app.state.holder.service
     if current is None:
         raise ApiError(503, "not_ready", "no model bundle is loaded yet")
     return current
 
 
-def require_json(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+async def require_json(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
     """JSON endpoints refuse other declared body types with 415 (instead of a confusing 422)."""
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared and declared != "application/json" and not declared.endswith("+json"):
@@ -116,46 +121,35 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_exception_handler(BodyTooLarge, lambda _r, _e: JSONResponse(error_body("payload_too_large", f"body: request body larger than {MAX_BODY_BYTES:,} bytes"), status_code=413))
+    # Innermost: ordinary requests to the two hot endpoints skip FastAPI's per-request machinery
+    # (serving/fastpath.py); anything unusual, and every error answer, still goes through the routes.
+    app.add_middleware(
+        JsonFastPath,
+        fastapi_app=app,
+        endpoints={
+            "/v1/candidates": Endpoint(s.CandidatesRequest, _candidates_response),
+            "/v1/recommendations": Endpoint(s.RecommendationsRequest, _recommendations_response),
+        },
+    )
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     # ------------------------------------------------------------------ recommendations
 
     @app.post("/v1/candidates", response_model=s.ScoredItemsResponse, responses=ERRORS, tags=["recommendations"], dependencies=[Depends(require_json)])
-    def candidates(svc: Service, body: Annotated[s.CandidatesRequest, Body()]) -> s.ScoredItemsResponse:
+    def candidates(svc: Service, body: Annotated[s.CandidatesRequest, Body()]) -> Response:
         """Candidate generation: merged sources, best first, each item with its score and the sources that found it.
 
         A known `user_id` uses the customer's history; otherwise the context (recent items, text, image) decides,
         and with no context at all the answer is recent popularity.
         """
-        items = svc.candidates(_query(body))
-        return s.ScoredItemsResponse(
-            model_version=svc.version,
-            items=[s.ScoredItemOut(item_id=i.item_id, score=i.score, sources=i.sources, item=_item_out(svc, i.item_id) if body.details else None) for i in items],
-        )
+        return _candidates_response(svc, body)
 
     @app.post("/v1/recommendations", response_model=s.RecommendationsResponse, responses=ERRORS, tags=["recommendations"], dependencies=[Depends(require_json)])
-    def recommendations(svc: Service, body: Annotated[s.RecommendationsRequest, Body()]) -> s.RecommendationsResponse:
+    def recommendations(svc: Service, body: Annotated[s.RecommendationsRequest, Body()]) -> Response:
         """`n_candidates` candidates reranked by the learned ranker; every item with its reasons:
         the candidate sources, image / text similarity to the customer's history, and the top feature contributions."""
-        ranked = svc.recommendations(_query(body), n_candidates=body.n_candidates)
-        return s.RecommendationsResponse(
-            model_version=svc.version,
-            items=[
-                s.RankedItemOut(
-                    item_id=r.item_id,
-                    score=r.score,
-                    reasons=s.ReasonsOut(
-                        sources=r.reasons.sources,
-                        image_similarity=r.reasons.image_similarity,
-                        text_similarity=r.reasons.text_similarity,
-                        contributions=[s.Contribution(feature=f, value=v) for f, v in r.reasons.contributions],
-                    ),
-                    item=_item_out(svc, r.item_id) if body.details else None,
-                )
-                for r in ranked
-            ],
-        )
+        return _recommendations_response(svc, body)
 
     # ------------------------------------------------------------------ items and search
 
@@ -304,6 +298,50 @@ def _query(body: s.CandidatesRequest) -> Query:
         exclude_seen=body.exclude_seen,
         filters={column: tuple(values) for column, values in body.filters.items()},
     )
+
+
+def _candidates_response(svc: RecommendationService, body: s.CandidatesRequest) -> Response:
+    """``/v1/candidates``: the route's answer (also sent by the fast path, serving/fastpath.py).
+
+    Built as plain JSON (the response model documents the shape): validating and serialising 100
+    pydantic models per request cost more CPU than merging the candidates.
+    """
+    items = svc.candidates(_query(body))
+    return _json({
+        "model_version": svc.version,
+        "items": [{"item_id": i.item_id, "score": i.score, "sources": i.sources, "item": _item_json(svc, i.item_id) if body.details else None} for i in items],
+    })
+
+
+def _recommendations_response(svc: RecommendationService, body: s.RecommendationsRequest) -> Response:
+    """``/v1/recommendations``: the route's answer (also sent by the fast path)."""
+    ranked = svc.recommendations(_query(body), n_candidates=body.n_candidates)
+    return _json({
+        "model_version": svc.version,
+        "items": [
+            {
+                "item_id": r.item_id,
+                "score": r.score,
+                "reasons": {
+                    "sources": r.reasons.sources,
+                    "image_similarity": r.reasons.image_similarity,
+                    "text_similarity": r.reasons.text_similarity,
+                    "contributions": [{"feature": f, "value": v} for f, v in r.reasons.contributions],
+                },
+                "item": _item_json(svc, r.item_id) if body.details else None,
+            }
+            for r in ranked
+        ],
+    })
+
+
+def _json(payload: dict[str, Any]) -> Response:
+    """A JSON response from plain values (the bytes ``JSONResponse`` would send; NaN is refused, not sent)."""
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(), media_type="application/json")
+
+
+def _item_json(svc: RecommendationService, item_id: str) -> dict[str, Any]:
+    return _item_out(svc, item_id).model_dump(mode="json")
 
 
 def _display(info: ItemInfo, key: str) -> str | None:

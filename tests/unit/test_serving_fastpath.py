@@ -1,0 +1,74 @@
+"""The lean path of the hot endpoints (serving/fastpath.py) answers exactly as the FastAPI routes do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+import serving.app as app_module
+from serving.app import create_app
+from serving.dev_service import DevService
+from tests.unit.serving_fixtures import shop_service
+
+FAST = {"content-type": "application/json"}
+ROUTE = {"content-type": "application/json; charset=utf-8"}  # not the fast path's exact type: the FastAPI route answers
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> DevService:
+    return shop_service(tmp_path_factory.mktemp("serving_fastpath"))
+
+
+@pytest.fixture(scope="module")
+def client(service: DevService) -> Iterator[TestClient]:
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _payloads(service: DevService) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    user = service.sample_users(1)[0].user_id
+    return [
+        ("/v1/candidates", {"user_id": user, "k": 15}),
+        ("/v1/candidates", {"user_id": user, "k": 30, "exclude_seen": True, "details": True}),
+        ("/v1/candidates", {"recent_item_ids": ["i001", "i002"], "k": 8}),
+        ("/v1/candidates", {"k": 5, "filters": {"nope": ["x"]}}),
+        ("/v1/candidates", {"recent_item_ids": ["i001", "zz9"]}),
+        ("/v1/candidates", {"user_id": "nobody"}),
+        ("/v1/recommendations", {"user_id": user, "k": 12, "n_candidates": 30, "details": False}),
+        ("/v1/recommendations", {"user_id": user, "k": 5}),
+        ("/v1/recommendations", {"recent_item_ids": ["zz1"]}),
+    ]
+
+
+def test_fast_path_answers_like_the_route(client: TestClient, service: DevService) -> None:
+    for path, payload in _payloads(service):
+        import json
+
+        body = json.dumps(payload).encode()
+        fast, route = client.post(path, content=body, headers=FAST), client.post(path, content=body, headers=ROUTE)
+        assert fast.status_code == route.status_code, (path, payload, fast.text, route.text)
+        assert fast.json() == route.json(), (path, payload)
+        assert fast.headers["content-type"] == route.headers["content-type"]
+
+
+def test_fast_path_is_taken_and_counted(client: TestClient, service: DevService, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = app_module._candidates_response
+    monkeypatch.setattr(app_module, "_candidates_response", lambda svc, body: calls.append(1) or original(svc, body))
+    assert client.post("/v1/candidates", json={"k": 3}).status_code == 200
+    assert calls == []  # answered without the route
+    assert client.post("/v1/candidates", content=b'{"k": 3}', headers=ROUTE).status_code == 200
+    assert calls == [1]
+    assert 'recsys_http_requests_total{method="POST",route="/v1/candidates",status="200"}' in client.get("/metrics").text
+
+
+def test_fast_path_errors_are_the_routes(client: TestClient, service: DevService, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.post("/v1/candidates", json={"k": 0}).json()["fields"][0]["field"] == "k"
+    assert client.post("/v1/candidates", content=b'{"k": 3', headers=FAST).status_code == 400
+    monkeypatch.setattr(service, "candidates", lambda query: 1 / 0)
+    response = client.post("/v1/candidates", json={"k": 3})
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error" and "ZeroDivision" not in response.text
+    assert 'recsys_http_errors_total{route="/v1/candidates",status="500"}' in client.get("/metrics").text
