@@ -22,10 +22,14 @@ def _load(path: Path) -> dict | None:  # type: ignore[type-arg]
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.2f}"
+
+
 def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: ignore[type-arg]
     lines = [
-        "| catalogue | endpoint | mode | load | requests | errors | QPS | p50 ms | p99 ms | server RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| catalogue | endpoint | mode | load | requests | errors | QPS | p50 ms | p99 ms | server CPU ms/req | client CPU ms/req | server RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for label, r in results:
@@ -33,7 +37,7 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
             load = f"{int(run['load'])} conn." if run["mode"] == "closed" else f"{int(run['load'])} req/s"
             lines.append(
                 f"| {label} | `{run['endpoint']}` | {run['mode']} | {load} | {run['requests']:,} | {run['errors']} | {run['qps']:.0f} | "
-                f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {r['server_rss_mb']:,.0f} |"
+                f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {_ms(run.get('server_cpu_ms'))} | {_ms(run.get('client_cpu_ms'))} | {r['server_rss_mb']:,.0f} |"
             )
         mix = f"{r.get('request_users', '?')} customer ids" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")
         notes.append(

@@ -7,6 +7,7 @@ settings travel in environment variables and every worker builds its app with
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -64,8 +65,22 @@ def app_from_env() -> FastAPI:
 
     bundle, root = Path(os.environ[_ENV_BUNDLE]), Path(os.environ[_ENV_ROOT])
     holder = ServiceHolder(root, bundle_path=bundle, service=load_service(bundle))
+    freeze_loaded_objects()
+    holder.on_swap.append(lambda _version, _previous: freeze_loaded_objects())
     log.info("worker %d serving bundle %s", os.getpid(), holder.version)
     return create_app(holder, watch_interval_s=float(os.environ.get(_ENV_WATCH, "0")), admin_token=admin_token_from_env())
+
+
+def freeze_loaded_objects() -> None:
+    """Move what is alive now (the loaded bundle) out of the cyclic garbage collector's reach.
+
+    A bundle's objects live as long as it is served, yet every full collection traversed them:
+    65 ms per collection on the 1M-item synthetic catalogue (its id lists hold a million strings),
+    a stall of the worker that lands straight in the p99. ``gc.freeze`` leaves them to reference
+    counting only; request garbage is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings: ServeSettings) -> None:
