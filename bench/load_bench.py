@@ -331,7 +331,14 @@ def markdown(result: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM would end the process without running `finally`, leaving the server (its own session)
+    # and its workers running and skewing the next benchmark; as SystemExit the server is stopped.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/hm.yaml")
     parser.add_argument("--bundle", type=Path, help="bundle or bundles folder (default: trained bundles, else the dev bundle)")
