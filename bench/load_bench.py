@@ -27,8 +27,6 @@ import json
 import os
 import platform
 import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +38,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.e2e.live import run_server  # noqa: E402  (the server helper the e2e tests and screenshots use)
 
 
 @dataclass
@@ -59,12 +59,6 @@ class Run:
     max_ms: float
     server_cpu_ms: float = float("nan")  # server CPU (all workers) per answered request
     client_cpu_ms: float = float("nan")  # this load generator's CPU per answered request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_request(path: str, body: dict[str, object], port: int) -> bytes:
@@ -279,33 +273,6 @@ def default_bundle(config_path: str) -> Path:
     return trained if (trained / "latest").is_file() else ensure_dev_bundle(config)
 
 
-def start_server(bundle: Path, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--bundle", str(bundle), "--port", str(port), "--workers", str(workers), "--watch", "0"]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return process
-        time.sleep(0.5)
-    stop_server(process)
-    raise RuntimeError(f"server not ready after 300 s:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
 def workloads(port: int, users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[bytes]]:
     return {
         "/v1/candidates": [http_request("/v1/candidates", {"user_id": u, "k": candidates_k}, port) for u in users],
@@ -360,13 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = args.bundle or default_bundle(args.config)
-    port = free_port()
     log = ROOT / "artifacts" / "bench" / "serving_server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     load_start = round(os.getloadavg()[0], 2)
-    process = start_server(bundle, port, args.workers, log)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with run_server(bundle, log, workers=args.workers, ready_timeout_s=300) as server:
+        process = server.process
+        port = int(server.url.rsplit(":", 1)[1])
+        base = server.url
         version = httpx.get(f"{base}/ready").json()["model_version"]
         if args.user_template:
             rng = np.random.default_rng(0)
@@ -389,8 +356,6 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
                 print(runs[-1], flush=True)
         rss = server_rss_mb(process.pid)
-    finally:
-        stop_server(process)
 
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

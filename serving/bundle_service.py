@@ -23,13 +23,12 @@ from PIL import Image
 from features.content.search import ContentSearch
 from features.content.vectors import ItemVectors
 from features.ranking import CandidateSet, UserState, UserStateLookup, anonymous_state
-from recsys.candidates.merge import Candidate
+from recsys.candidates.merge import Candidate, merge_user
 from recsys.candidates.generator import CandidateGenerator
 from recsys.config import ProjectConfig
 from recsys.data import ImageStore, TrainingData
 from recsys.evaluation.metrics import top_k_indices
 from recsys.ranking.lambdarank import LambdaRankModel
-from serving.merge import merge_ranked
 from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, Reasons, ScoredItem, UnknownItemsError, UserSummary
 from training.bundle import Bundle, load_bundle
 from training.pipeline import _attributes, feature_builder
@@ -127,8 +126,7 @@ class BundleService:
             state = self._state(user) if with_state else None
             if query.recent_item_ids:
                 self._rows(query.recent_item_ids)  # validate; a known user's own history already covers them
-            per_source = self.generator.source_lists([user])
-            return state, merge_ranked({s: lists.get(user, []) for s, lists in per_source.items()}, size, self.generator.weights, self.generator.config.rrf_k)
+            return state, self.generator.generate([user], size)[user]
         rows = self._rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
         found = None
         if query.text is not None or query.image is not None:
@@ -143,7 +141,7 @@ class BundleService:
                 vectors["als"] = self.generator.als.fold_in([self.data.item_index.ids[r] for r in profile])
             state = anonymous_state(profile.tolist(), self.data.as_of, vectors)
         lists = self._context_lists(rows, found, size)
-        return state, merge_ranked(lists, size, self.generator.weights, self.generator.config.rrf_k)
+        return state, merge_user(lists, size, self.generator.weights, self.generator.config.rrf_k)
 
     def _context_lists(self, rows: np.ndarray, found: list[str] | None, size: int) -> dict[str, list[str]]:
         """Source lists for a visitor known only by context (recent items, search hits for a text/photo)."""

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-from concurrent.futures import ThreadPoolExecutor
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel

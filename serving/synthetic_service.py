@@ -24,12 +24,11 @@ import polars as pl
 from PIL import Image
 
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import Candidate
+from recsys.candidates.merge import Candidate, merge_user
 from recsys.config import CandidatesConfig, IndexConfig
 from recsys.data.interactions import IdIndex
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.history import HistoryRecommender
-from serving.merge import merge_ranked
 from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, ScoredItem, UnknownItemsError, UserSummary
 from training.bundle import Bundle, load_bundle
 
@@ -96,8 +95,7 @@ class SyntheticService:
         if user is not None and user in gen.history.user_index:
             if query.recent_item_ids:
                 self._rows(query.recent_item_ids)
-            per_source = gen.source_lists([user])
-            return merge_ranked({source: lists.get(user, []) for source, lists in per_source.items()}, size, gen.weights, gen.config.rrf_k)
+            return gen.generate([user], size)[user]
         if query.text is not None or query.image is not None:
             raise InvalidQueryError("text" if query.text is not None else "image", "the synthetic catalogue has no content encoder")
         rows = self._rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
@@ -109,7 +107,7 @@ class SyntheticService:
             vectors = np.stack([gen.tower_index.index.reconstruct(int(r))[:-1] for r in rows])
             lists["two_tower"] = gen.tower_index.search_ids(vectors.mean(axis=0, keepdims=True), gen.config.per_source)[0]
         lists["popularity"] = self._popular[:size]
-        return merge_ranked(lists, size, gen.weights, gen.config.rrf_k)
+        return merge_user(lists, size, gen.weights, gen.config.rrf_k)
 
     def _check_filters(self, query: Query) -> None:
         for column in query.filters:

@@ -32,6 +32,7 @@ from recsys.candidates.generator import CandidateGenerator
 from recsys.config import ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.evaluation.bootstrap import paired_bootstrap
+from recsys.evaluation.metrics import recall_at_k
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, format_table, prepare_evaluation, results_table, score_lists
 from recsys.evaluation.variants import EVALUATION_LISTS, save_lists
 from recsys.models import build_model
@@ -215,7 +216,8 @@ class Pipeline:
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
         truth = ground_truth(labels, users)
         candidates = generator.generate(users)
-        recall = float(np.mean([len(set(truth[u]) & {c.item_id for c in candidates[u]}) / len(truth[u]) for u in users])) if users else 0.0
+        lists = {u: [c.item_id for c in candidates[u]] for u in users}
+        recall = float(np.mean([recall_at_k(lists[u], truth[u], len(lists[u])) for u in users])) if users else 0.0
         generator.save(out / "generator")
         _save_candidates(candidates, out / "candidates.parquet")
         tower = getattr(generator, "two_tower", None)

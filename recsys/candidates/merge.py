@@ -49,19 +49,26 @@ def merge_user(lists: Mapping[str, Sequence[str]], size: int, weights: Mapping[s
     Returns:
         Up to ``size`` candidates, best first; ties go to the better best-rank, then the item id.
     """
-    merged: dict[str, Candidate] = {}
+    # Plain dicts and tuples, and Candidate objects only for the kept ``size``: serving merges ~300
+    # items per request, and building an object per merged item was half the merge's cost.
+    score: dict[str, float] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    best: dict[str, int] = {}
     for source, items in lists.items():
         w = float(weights.get(source, 1.0))
         for rank, item in enumerate(items, start=1):
-            cand = merged.get(item)
-            if cand is None:
-                cand = merged[item] = Candidate(item, 0.0)
-            if source in cand.ranks:
-                continue
-            cand.ranks[source] = rank
-            cand.score += w / (rrf_k + rank)
-    ordered = sorted(merged.values(), key=lambda c: (-c.score, min(c.ranks.values()), c.item_id))
-    return ordered[:size]
+            r = ranks.get(item)
+            if r is None:
+                ranks[item] = {source: rank}
+                score[item] = w / (rrf_k + rank)
+                best[item] = rank
+            elif source not in r:
+                r[source] = rank
+                score[item] += w / (rrf_k + rank)
+                if rank < best[item]:
+                    best[item] = rank
+    order = sorted([(-sc, best[i], i) for i, sc in score.items()])[:size]
+    return [Candidate(i, -sc, ranks[i]) for sc, _, i in order]
 
 
 def merge(
