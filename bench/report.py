@@ -1,7 +1,7 @@
 """Combine the serving benchmark results into one table: ``bench/results/bench.md`` and README.md.
 
 Reads ``bench/results/serving.json`` (trained bundle), ``serving_synthetic_1m.json`` (the 1M-item
-synthetic catalogue) and ``synthetic_index.json`` (its HNSW recall sweep), writes
+synthetic catalogue) and ``synthetic_index.json`` (its ANN recall sweeps), writes
 ``bench/results/bench.md`` and replaces the README text between ``<!-- bench:serving:start -->``
 and ``<!-- bench:serving:end -->`` (nothing else in the README is touched).
 """
@@ -46,16 +46,18 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
             f"`/v1/candidates` k={r['candidates_k']}, `/v1/recommendations` {r['n_candidates']} candidates reranked, k=12."
         )
     out = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    if index:
-        served = index["serving_ef_search"]
-        sweep = ", ".join(f"{row['ef_search']} -> {row['recall_at_k']:.3f} ({row['p50_ms']:.2f} ms)" for row in index["recall_sweep"])
+    if index and "served" in index:
         s = index["settings"]
+        breadth = {"ivf": "nprobe", "hnsw": "efSearch"}
+        served = index["served"]
         out += (
-            f"- 1M index: HNSW M={s['hnsw_m']}, efConstruction={s['ef_construction']} over {s['n_items']:,} x {s['dim']} synthetic vectors, "
-            f"built in {index['hnsw_build_s']} s (2 threads), {index['index_bytes'] / 2**20:,.0f} MiB; served at efSearch {served} = "
-            f"recall@100 {index['serving_recall_at_100']:.3f} vs exact MIPS ({s['queries']} synthetic user vectors). "
-            f"Sweep, efSearch -> recall@100 (1-query p50): {sweep}.\n"
+            f"- 1M index: {served['kind'].upper()} ({served['params']}) over {s['n_items']:,} x {s['dim']} synthetic vectors, built in "
+            f"{served['build_s']} s (2 threads), {served['index_bytes'] / 2**20:,.0f} MiB; served at {breadth.get(served['kind'], 'breadth')} "
+            f"{index['serving_breadth']} = recall@100 {index['serving_recall_at_100']:.3f} vs exact MIPS ({s['queries']} synthetic user vectors).\n"
         )
+        for summary in [served, *index.get("compared", [])]:
+            sweep = ", ".join(f"{row['breadth']} -> {row['recall_at_k']:.3f} ({row['p50_ms']:.2f} ms)" for row in summary["recall_sweep"])
+            out += f"  - {summary['kind'].upper()} ({summary['params']}, built in {summary['build_s']} s), {breadth.get(summary['kind'], 'breadth')} -> recall@100 (1-query p50): {sweep}.\n"
     return out
 
 

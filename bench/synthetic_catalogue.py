@@ -1,19 +1,20 @@
-"""A synthetic 1M-item catalogue bundle for the serving benchmark, and the recall of its HNSW index.
+"""A synthetic 1M-item catalogue bundle for the serving benchmark, and the recall of its ANN index.
 
 What is synthetic: the item-tower vectors (``--dim`` floats per item drawn around ``--clusters``
 random cluster centres, norms spread like trained tower vectors), the users' tower vectors
 (their favourite clusters' centres plus noise), the purchases (each user buys from their
 favourite clusters, items chosen by a Zipf popularity over the last 30 days) and the catalogue's
-names. What is real: the FAISS index class and settings (``ItemIndex.build``: HNSW over the exact
-MIPS-to-L2 reduction, M and efConstruction from ``configs``), the ``HistoryRecommender`` fitted on
+names. What is real: the FAISS index class and settings (``ItemIndex.build``: IVF or HNSW over the
+exact MIPS-to-L2 reduction, settings from ``configs``), the ``HistoryRecommender`` fitted on
 those purchases, and at serving time the app, the candidate generator (history, two-tower and
 popularity sources) and its merge (``serving/synthetic_service.py``).
 
 It writes a verified bundle (``"service": "synthetic"``) under ``artifacts/bench/synthetic_bundles``
 (reused when one with the same settings exists) and ``bench/results/synthetic_index.{json,md}``:
-build time, memory, and ANN recall@100 against exact inner-product search over an efSearch sweep,
-with single-query latency; the serving efSearch is the smallest in the sweep that reaches
-``--target-recall``.
+build time, memory, and ANN recall@100 against exact inner-product search over a sweep of the search
+breadth (IVF ``nprobe`` or HNSW ``efSearch``) with single-query latency; the served breadth is the
+smallest in the sweep that reaches ``--target-recall``. ``--compare`` builds and sweeps other index
+kinds on the same vectors and queries (reported, not served), so the choice is measured in one run.
 
 Usage::
 
@@ -102,34 +103,60 @@ def synthesise(n_items: int, n_users: int, dim: int, clusters: int, seed: int) -
     return {"items": items, "user_vectors": user_vectors.astype(np.float32), "item_ids": item_ids, "user_ids": user_ids, "interactions": interactions, "catalogue": catalogue}
 
 
-def recall_sweep(index, items: np.ndarray, queries: np.ndarray, efs: list[int], k: int, list_k: int) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
-    """ANN recall@k vs exact MIPS, and single-query latency for a ``list_k`` list, per efSearch (1 thread)."""
+DEFAULT_SWEEPS = {"ivf": "32,64,128,192,256", "hnsw": "150,256,512,1024"}
+
+
+def recall_sweep(index, exact: np.ndarray, queries: np.ndarray, breadths: list[int], k: int, list_k: int) -> list[dict[str, float]]:  # type: ignore[no-untyped-def]
+    """ANN recall@k vs the exact top-k rows, and single-query latency for a ``list_k`` list, per search breadth (1 thread).
+
+    Args:
+        index: an approximate :class:`~recsys.index.faiss_index.ItemIndex`.
+        exact: exact top-k rows per query.
+        queries: query vectors.
+        breadths: IVF ``nprobe`` or HNSW ``efSearch`` values.
+        k: the recall cut-off.
+        list_k: the list length a served request asks for (latency is timed for it).
+    """
     import faiss
 
-    from recsys.index.faiss_index import exact_top_k
-
-    faiss.omp_set_num_threads(2)
-    start = time.perf_counter()
-    exact = exact_top_k(queries, items, k)
-    print(f"  exact top-{k} for {len(queries)} queries: {time.perf_counter() - start:.1f} s", flush=True)
     faiss.omp_set_num_threads(1)
     out = []
-    for ef in efs:
-        index.index.hnsw.efSearch = ef
+    for breadth in breadths:
         lat = []
         hits = []
         for i in range(len(queries)):
+            index.set_breadth(breadth)  # an HNSW search widens efSearch to the list length; keep the swept value
             t = time.perf_counter()
             rows, _ = index.search(queries[i : i + 1], list_k)
             lat.append(time.perf_counter() - t)
-            index.index.hnsw.efSearch = ef  # search() widens it to the list length; keep the swept value
             top = set(rows[0][:k].tolist())
             hits.append(len(top & set(exact[i].tolist())) / k)
         ms = np.asarray(lat) * 1000
-        row = {"ef_search": ef, "effective_ef": max(ef, list_k), "recall_at_k": round(float(np.mean(hits)), 4), "p50_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
-        print(f"  {row}", flush=True)
+        effective = max(breadth, list_k) if index.kind == "hnsw" else breadth
+        row = {"breadth": breadth, "effective": effective, "recall_at_k": round(float(np.mean(hits)), 4),
+               "p50_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+        print(f"  {index.kind} {row}", flush=True)
         out.append(row)
     return out
+
+
+def build_and_sweep(kind: str, item_ids: np.ndarray, items: np.ndarray, exact: np.ndarray, queries: np.ndarray, index_config, sweep: str, list_k: int):  # type: ignore[no-untyped-def]
+    """Build one index kind over ``items`` and sweep its breadth; returns (index, summary)."""
+    import tempfile
+
+    from recsys.index.faiss_index import ItemIndex
+
+    config = index_config.model_copy(update={"ann": kind})
+    t = time.perf_counter()
+    index = ItemIndex.build(item_ids, items, config, threads=2)
+    build_s = time.perf_counter() - t
+    params = f"M={config.hnsw_m}, efConstruction={config.ef_construction}" if index.kind == "hnsw" else f"{index.index.nlist} cells" if index.kind == "ivf" else "exact"
+    print(f"  {index.kind} build ({params}, 2 threads): {build_s:.1f} s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = index.save(Path(tmp) / "index")
+        size = sum(p.stat().st_size for p in saved.iterdir())
+    rows = recall_sweep(index, exact, queries, [int(b) for b in sweep.split(",")], 100, list_k)
+    return index, {"kind": index.kind, "params": params, "build_s": round(build_s, 1), "index_bytes": size, "recall_sweep": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,30 +166,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=64, help="item-tower dimension (the trained tower's output_dim is 64)")
     parser.add_argument("--clusters", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default="configs/hm.yaml", help="HNSW M / efConstruction and candidate settings come from here")
-    parser.add_argument("--ef-sweep", default="150,200,256,384,512,1024", help="efSearch values (the served list of per_source=150 items needs at least 150)")
+    parser.add_argument("--config", default="configs/hm.yaml", help="index and candidate settings come from here")
+    parser.add_argument("--ann", choices=["ivf", "hnsw"], default="ivf", help="the served approximate index")
+    parser.add_argument("--sweep", help=f"search breadths to measure (IVF nprobe / HNSW efSearch); default {DEFAULT_SWEEPS}")
+    parser.add_argument("--compare", default="", help="other index kinds to build and sweep on the same vectors (reported, not served), e.g. hnsw")
+    parser.add_argument("--compare-sweep", help="breadths for the --compare kinds (default per kind)")
     parser.add_argument("--queries", type=int, default=1000, help="user vectors for the recall measurement")
-    parser.add_argument("--target-recall", type=float, default=0.95, help="serve with the smallest swept efSearch reaching this recall@100")
+    parser.add_argument("--target-recall", type=float, default=0.98, help="serve with the smallest swept breadth reaching this recall@100")
     parser.add_argument("--root", type=Path, default=ROOT / "artifacts" / "bench" / "synthetic_bundles")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthetic_index.json")
     parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--exact-max-items", type=int, help="override the config's exact/HNSW threshold (tests build tiny HNSW bundles)")
+    parser.add_argument("--exact-max-items", type=int, help="override the config's exact/approximate threshold (tests build tiny bundles)")
     args = parser.parse_args(argv)
 
     from recsys.config import load_config
     from recsys.data.interactions import TrainingData
-    from recsys.index.faiss_index import ItemIndex
     from recsys.models.history import HistoryRecommender
     from training.bundle import load_bundle, set_latest, write_bundle
 
     config = load_config(ROOT / args.config)
-    index_config = config.retrieval.index
+    index_config = config.retrieval.index.model_copy(update={"ann": args.ann})
     if args.exact_max_items is not None:
         index_config = index_config.model_copy(update={"exact_max_items": args.exact_max_items})
+    sweep = args.sweep or DEFAULT_SWEEPS[args.ann]
+    compare = [k.strip() for k in args.compare.split(",") if k.strip() and k.strip() != args.ann]
     candidates = config.retrieval.candidates.model_copy(update={"sources": ["history", "two_tower", "popularity"], "weights": {}})
     settings = {"n_items": args.items, "n_users": args.users, "dim": args.dim, "clusters": args.clusters, "seed": args.seed,
-                "hnsw_m": index_config.hnsw_m, "ef_construction": index_config.ef_construction, "sweep": args.ef_sweep,
-                "target_recall": args.target_recall, "queries": args.queries, "latent": LATENT, "exact_max_items": index_config.exact_max_items, "format": 2}
+                "index": index_config.model_dump(), "sweep": sweep, "compare": compare, "compare_sweep": args.compare_sweep,
+                "target_recall": args.target_recall, "queries": args.queries, "latent": LATENT, "format": 3}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     version = f"synthetic-{args.items // 1000}k-{key}"
     if (args.root / version).is_dir() and args.rebuild:
@@ -191,19 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  synthetic data {t_syn:.1f} s; {interactions.height:,} purchases; history fitted {time.perf_counter() - t0:.1f} s", flush=True)
 
     items: np.ndarray = syn["items"]  # type: ignore[assignment]
-    t = time.perf_counter()
-    index = ItemIndex.build(syn["item_ids"], items, index_config, threads=2)  # type: ignore[arg-type]
-    build_s = time.perf_counter() - t
-    print(f"  HNSW build ({index.kind}, M={index_config.hnsw_m}, efConstruction={index_config.ef_construction}, 2 threads): {build_s:.1f} s", flush=True)
-
     rng = np.random.default_rng(args.seed + 1)
     queries = user_vectors[rng.choice(len(user_vectors), size=min(args.queries, len(user_vectors)), replace=False)]
-    efs = [int(e) for e in args.ef_sweep.split(",")]
-    sweep = recall_sweep(index, items, queries, efs, 100, candidates.per_source)
-    good = [r for r in sweep if r["recall_at_k"] >= args.target_recall]
-    chosen = int(good[0]["ef_search"]) if good else efs[-1]
-    index.index.hnsw.efSearch = chosen
-    served = index_config.model_copy(update={"ef_search": chosen})
+    import faiss
+
+    from recsys.index.faiss_index import exact_top_k
+
+    faiss.omp_set_num_threads(2)
+    t = time.perf_counter()
+    exact = exact_top_k(queries, items, 100)
+    print(f"  exact top-100 for {len(queries)} queries: {time.perf_counter() - t:.1f} s", flush=True)
+    index, served_summary = build_and_sweep(args.ann, syn["item_ids"], items, exact, queries, index_config, sweep, candidates.per_source)  # type: ignore[arg-type]
+    compared = [build_and_sweep(kind, syn["item_ids"], items, exact, queries, index_config, args.compare_sweep or DEFAULT_SWEEPS[kind], candidates.per_source)[1]  # type: ignore[arg-type]
+                for kind in compare]
+    sweep_rows = served_summary["recall_sweep"]
+    good = [r for r in sweep_rows if r["recall_at_k"] >= args.target_recall]
+    chosen = int(good[0]["breadth"]) if good else int(sweep_rows[-1]["breadth"])
+    index.set_breadth(chosen)
+    served = index_config.model_copy(update={"nprobe" if index.kind == "ivf" else "ef_search": chosen})
+    build_s = served_summary["build_s"]
 
     def populate(tmp: Path) -> None:
         index.save(tmp / "index")
@@ -214,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "service": "synthetic",
         "as_of": AS_OF.isoformat(),
-        "synthetic": {**settings, "candidates": candidates.model_dump(), "index": served.model_dump(), "recall_sweep": sweep, "build_s": round(build_s, 1)},
+        "synthetic": {**settings, "candidates": candidates.model_dump(), "index": served.model_dump(), "recall_sweep": sweep_rows, "build_s": build_s},
     }
     bundle = write_bundle(args.root, populate, info, version=version)
     result = {
@@ -224,13 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": round(os.getloadavg()[0], 2),
         "purchases": interactions.height,
         "users_with_history": len(data.user_index),
-        "hnsw_build_s": round(build_s, 1),
-        "index_bytes": sum(p.stat().st_size for p in (bundle.path / "index").iterdir()),
+        "index_kind": index.kind,
+        "served": served_summary,
+        "compared": compared,
         "recall_k": 100,
         "list_k": candidates.per_source,
-        "recall_sweep": sweep,
-        "serving_ef_search": chosen,
-        "serving_recall_at_100": next(r["recall_at_k"] for r in sweep if r["ef_search"] == chosen),
+        "serving_breadth": chosen,
+        "serving_recall_at_100": next(r["recall_at_k"] for r in sweep_rows if r["breadth"] == chosen),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -240,19 +277,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BREADTH = {"ivf": "nprobe", "hnsw": "efSearch"}
+
+
 def markdown(r: dict[str, object]) -> str:
     s = r["settings"]  # type: ignore[index]
     lines = [
         f"Synthetic catalogue, {r['date']}: {s['n_items']:,} items x {s['dim']} d (synthetic two-tower vectors, {s['clusters']:,} clusters), "  # type: ignore[index]
-        f"{r['users_with_history']:,} users, {r['purchases']:,} purchases. HNSW M={s['hnsw_m']}, efConstruction={s['ef_construction']}: "  # type: ignore[index]
-        f"built in {r['hnsw_build_s']} s on 2 threads, {int(r['index_bytes']) / 2**20:,.0f} MiB on disk.",  # type: ignore[call-overload]
+        f"{r['users_with_history']:,} users, {r['purchases']:,} purchases; recall@{r['recall_k']} vs exact inner product over {s['queries']:,} "  # type: ignore[index]
+        f"user vectors, latency of one query for a list of {r['list_k']} on 1 thread.",
         "",
-        f"| efSearch | effective (list of {r['list_k']}) | recall@100 vs exact | 1-query p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
+        "| index | build s (2 threads) | MiB on disk | breadth | recall@100 vs exact | 1-query p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for row in r["recall_sweep"]:  # type: ignore[attr-defined]
-        mark = " (served)" if row["ef_search"] == r["serving_ef_search"] else ""
-        lines.append(f"| {row['ef_search']}{mark} | {row['effective_ef']} | {row['recall_at_k']:.3f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
+    for summary in [r["served"], *r["compared"]]:  # type: ignore[list-item]
+        for row in summary["recall_sweep"]:
+            served = summary is r["served"] and row["breadth"] == r["serving_breadth"]
+            lines.append(
+                f"| {summary['kind'].upper()} ({summary['params']}) | {summary['build_s']} | {summary['index_bytes'] / 2**20:,.0f} | "
+                f"{BREADTH.get(summary['kind'], 'breadth')} {row['breadth']}{' **(served)**' if served else ''} | {row['recall_at_k']:.3f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

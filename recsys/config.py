@@ -216,12 +216,19 @@ class TwoTowerConfig(StrictModel):
 
 
 class IndexConfig(StrictModel):
-    """FAISS index over item-tower vectors: exact inner product up to ``exact_max_items``, HNSW above."""
+    """FAISS index over item-tower vectors: exact inner product up to ``exact_max_items``, approximate above.
+
+    ``ann`` picks the approximate index: an HNSW graph (``hnsw_m``, ``ef_construction``, ``ef_search``)
+    or an inverted file of exact vectors (``ivf_lists`` k-means cells, ``nprobe`` of them scanned).
+    """
 
     exact_max_items: int = Field(default=50_000, ge=1)
+    ann: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_m: int = Field(default=32, ge=4)
     ef_construction: int = Field(default=200, ge=8)
     ef_search: int = Field(default=1024, ge=8)
+    ivf_lists: int = Field(default=0, ge=0, description="IVF cells; 0 = about 4 * sqrt(items), a power of two")
+    nprobe: int = Field(default=128, ge=1, description="IVF cells scanned per query")
 
 
 class CandidatesConfig(StrictModel):

@@ -61,7 +61,8 @@ class SyntheticService:
         if len(gen.two_tower.user_vectors) != len(gen.history.user_index):
             raise ValueError(f"{path}: {len(gen.two_tower.user_vectors)} user vectors for {len(gen.history.user_index)} users")
         gen.tower_index = ItemIndex.load(path / "index")
-        gen.tower_index.index.hnsw.efSearch = int(meta["index"]["ef_search"])
+        index_config = IndexConfig(**meta["index"])
+        gen.tower_index.set_breadth(index_config.nprobe if gen.tower_index.kind == "ivf" else index_config.ef_search)
         self.generator = gen
         self.item_index = gen.history.item_index
         if not np.array_equal(gen.tower_index.item_ids, self.item_index.ids):
@@ -72,7 +73,8 @@ class SyntheticService:
         import faiss
 
         faiss.omp_set_num_threads(max(1, int(os.environ.get("RECSYS_SERVE_THREADS", "0")) or (os.cpu_count() or 1)))
-        log.info("serving synthetic bundle %s: %d items, %d users, efSearch %d", bundle.version, len(self.item_index), len(gen.history.user_index), gen.tower_index.index.hnsw.efSearch)
+        log.info("serving synthetic bundle %s: %d items, %d users, %s index, search breadth %s", bundle.version, len(self.item_index),
+                 len(gen.history.user_index), gen.tower_index.kind, gen.tower_index.breadth)
 
     @classmethod
     def load(cls, path: Path, version: str | None = None) -> "SyntheticService":
@@ -104,7 +106,7 @@ class SyntheticService:
             ids = self.item_index.ids
             lists["history"] = [str(ids[r]) for r in rows[::-1]]
             # The tower vectors of the recent items stand in for a user vector (their mean).
-            vectors = np.stack([gen.tower_index.index.reconstruct(int(r))[:-1] for r in rows])
+            vectors = np.stack([gen.tower_index.vector(int(r)) for r in rows])
             lists["two_tower"] = gen.tower_index.search_ids(vectors.mean(axis=0, keepdims=True), gen.config.per_source)[0]
         lists["popularity"] = self._popular[:size]
         return merge_user(lists, size, gen.weights, gen.config.rrf_k)
@@ -148,7 +150,7 @@ class SyntheticService:
         if row is None:
             raise UnknownItemsError([item_id])
         index = self.generator.tower_index
-        rows, scores = index.search(index.index.reconstruct(int(row))[None, :-1], k + 1)
+        rows, scores = index.search(index.vector(int(row))[None], k + 1)
         found = [(str(index.item_ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != row][:k]
         return [ScoredItem(i, s, {"similar": n}) for n, (i, s) in enumerate(found)]
 

@@ -72,3 +72,23 @@ def test_fast_path_errors_are_the_routes(client: TestClient, service: DevService
     assert response.status_code == 500
     assert response.json()["error"] == "internal_error" and "ZeroDivision" not in response.text
     assert 'recsys_http_errors_total{route="/v1/candidates",status="500"}' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(("inline_ms", "expect_inline"), [("1000", True), ("0", False)])
+def test_cheap_answers_run_on_the_event_loop_and_slow_or_encoder_ones_in_threads(
+    service: DevService, monkeypatch: pytest.MonkeyPatch, inline_ms: str, expect_inline: bool
+) -> None:
+    import threading
+
+    threads: list[str] = []
+    original = service.candidates
+    monkeypatch.setattr(service, "candidates", lambda query: threads.append(threading.current_thread().name) or original(query))
+    monkeypatch.setenv("RECSYS_SERVE_INLINE_MS", inline_ms)
+    with TestClient(create_app(service)) as client:
+        for _ in range(3):
+            assert client.post("/v1/candidates", json={"k": 3}).status_code == 200
+        assert client.post("/v1/candidates", json={"k": 3, "text": "red dress"}).status_code == 200
+    pooled = [name.startswith("recsys-fastpath") for name in threads]
+    assert pooled[0], "an endpoint not yet timed runs in the pool"
+    assert pooled[1:3] == [not expect_inline] * 2
+    assert pooled[3], "a text preference (an encoder pass) always runs in the pool"

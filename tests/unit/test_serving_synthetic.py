@@ -18,7 +18,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     import synthetic_catalogue
 
     root = tmp_path_factory.mktemp("synthetic")
-    argv = ["--items", "3000", "--users", "300", "--clusters", "40", "--queries", "50", "--ef-sweep", "150,256", "--exact-max-items", "1000",
+    argv = ["--items", "3000", "--users", "300", "--clusters", "40", "--queries", "50", "--sweep", "4,16", "--compare", "hnsw",
+            "--compare-sweep", "150", "--exact-max-items", "1000",
             "--root", str(root / "bundles"), "--out", str(root / "index.json")]
     assert synthetic_catalogue.main(argv) == 0
     from serving.app import create_app
@@ -26,7 +27,9 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
 
     service = load_service(root / "bundles")
     result = json.loads((root / "index.json").read_text())
-    assert result["recall_sweep"][-1]["recall_at_k"] > 0.5 and service.generator.tower_index.kind == "hnsw"
+    assert result["served"]["recall_sweep"][-1]["recall_at_k"] > 0.9 and service.generator.tower_index.kind == "ivf"
+    assert service.generator.tower_index.breadth == result["serving_breadth"], "the bundle serves the breadth the sweep chose"
+    assert [c["kind"] for c in result["compared"]] == ["hnsw"] and result["compared"][0]["recall_sweep"][0]["recall_at_k"] > 0.5
     return TestClient(create_app(ServiceHolder(root / "bundles", service=service, bundle_path=service.bundle.path)))
 
 
