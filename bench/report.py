@@ -61,18 +61,26 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
     return out
 
 
+TARGET_QPS = 400  # the 1M-item /v1/candidates target rate
+
+
 def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
-    """The issue's targets against the measured runs (open loop: latency includes queueing)."""
+    """The issue's targets against the measured runs (open loop: latency includes queueing).
+
+    The 1M target is judged on the run scheduled at the target rate; the other open-loop runs
+    (fractions of the closed-loop maximum) say how far beyond it the p99 holds.
+    """
     lines = []
     syn = results.get("synthetic 1M")
     if syn:
-        runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open" and r["load"] >= 400]
-        for r in runs:
-            ok = r["p99_ms"] <= 20 and r["qps"] >= 0.98 * 400 and r["errors"] == 0
-            lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= 400 QPS, 1M items: **{'met' if ok else 'not met'}** "
+        open_runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
+        for r in (r for r in open_runs if int(r["load"]) == TARGET_QPS):
+            ok = r["p99_ms"] <= 20 and r["qps"] >= 0.98 * TARGET_QPS and r["errors"] == 0
+            lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= {TARGET_QPS} QPS, 1M items: **{'met' if ok else 'not met'}** "
                          f"({r['qps']:.0f} QPS achieved of {int(r['load'])} scheduled, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors).")
+        others = ", ".join(f"{int(r['load'])} req/s -> p99 {r['p99_ms']:.1f} ms" for r in open_runs if int(r["load"]) != TARGET_QPS)
         best = max((r["qps"] for r in syn["runs"] if r["mode"] == "closed"), default=0)
-        lines.append(f"- 1M items, closed loop: {best:.0f} QPS sustained.")
+        lines.append(f"- 1M items, closed loop: {best:.0f} QPS sustained" + (f"; other open-loop rates: {others}." if others else "."))
     hm = results.get("H&M trained")
     if hm:
         rec = [r for r in hm["runs"] if r["endpoint"] == "/v1/recommendations" and r["mode"] == "open"]

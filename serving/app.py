@@ -14,7 +14,7 @@ import contextlib
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,6 +79,7 @@ def create_app(
     watch_interval_s: float = 0.0,
     admin_token: str | None = None,
     metrics: Metrics | None = None,
+    workers_ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -87,6 +88,7 @@ def create_app(
         watch_interval_s: poll the bundles' ``latest`` pointer this often and reload when it moves (0: off).
         admin_token: when set, ``POST /admin/reload`` requires the header ``X-Admin-Token``.
         metrics: a metrics registry (a new one by default).
+        workers_ready: whether the server's other worker processes listen too (``/ready`` waits for them).
     """
     if not isinstance(holder, ServiceHolder):
         holder = ServiceHolder(None, service=holder)
@@ -234,14 +236,14 @@ def create_app(
     @app.get("/health", response_model=s.HealthResponse, tags=["operations"])
     def health() -> s.HealthResponse:
         """The process is up (liveness)."""
-        return s.HealthResponse(status="ok")
+        return s.HealthResponse(status="ok", pid=os.getpid())
 
     @app.get("/ready", response_model=s.ReadyResponse, responses={503: {"model": s.ReadyResponse}}, tags=["operations"])
     def ready() -> Response:
         """A model bundle is loaded and serving (readiness)."""
         version = holder.version
-        if version is None:
-            return JSONResponse({"status": "loading", "model_version": None}, status_code=503)
+        if version is None or (workers_ready is not None and not workers_ready()):
+            return JSONResponse({"status": "loading", "model_version": version}, status_code=503)
         return JSONResponse({"status": "ready", "model_version": version})
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}}, tags=["operations"])

@@ -177,6 +177,7 @@ class ErrorResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+    pid: int = Field(description="the worker process that answered (a server runs one per core)")
 
 
 class ReadyResponse(BaseModel):

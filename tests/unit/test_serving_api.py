@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_items_similar_search_image_users(client: TestClient, service: DevServic
 
 
 def test_health_ready_metrics_page(client: TestClient, service: DevService) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "pid": os.getpid()}
     assert client.get("/ready").json() == {"status": "ready", "model_version": service.version}
     client.post("/v1/candidates", json={"k": 500})
     text = client.get("/metrics").text
