@@ -263,6 +263,22 @@ def server_rss_mb(pid: int) -> float:
         return float("nan")
 
 
+def settle(below: float, max_s: float) -> float:
+    """Wait until the 1-min load average is below ``below`` (at most ``max_s``); returns the seconds waited.
+
+    The runs before (a training stage, the previous benchmark's server, a 1M-item index build) leave
+    the machine busy for a minute or two, and a run started then measures them as much as the server.
+    """
+    start = time.monotonic()
+    if below > 0:
+        while os.getloadavg()[0] >= below and time.monotonic() - start < max_s:
+            time.sleep(2.0)
+    waited = round(time.monotonic() - start, 1)
+    if waited >= 2:
+        print(f"waited {waited:.0f} s for the load average to settle (now {os.getloadavg()[0]:.2f})", flush=True)
+    return waited
+
+
 def default_bundle(config_path: str) -> Path:
     """The trained bundles folder when it has a ``latest`` pointer, else the development bundle."""
     from recsys.config import load_config
@@ -324,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user-template", default="", help="draw --user-count ids from this format instead of /v1/users/sample, e.g. u{:07d}")
     parser.add_argument("--user-count", type=int, default=0, help="ids 0..N-1 for --user-template")
     parser.add_argument("--sample", type=int, default=1000, help="how many ids to draw with --user-template")
+    parser.add_argument("--settle-load", type=float, default=1.0, help="wait for the 1-min load average to fall below this first (0: do not wait)")
+    parser.add_argument("--settle-max-s", type=float, default=180.0, help="longest wait for --settle-load")
     args = parser.parse_args(argv)
 
     bundle = args.bundle or default_bundle(args.config)
     log = ROOT / "artifacts" / "bench" / "serving_server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    settled_s = settle(args.settle_load, args.settle_max_s)
     load_start = round(os.getloadavg()[0], 2)
     with run_server(bundle, log, workers=args.workers, ready_timeout_s=300) as server:
         process = server.process
@@ -365,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "cpus": os.cpu_count(),
         "load_average_start": load_start,
+        "settle_wait_s": settled_s,
         "python": platform.python_version(),
         "client": "asyncio HTTP/1.1 keep-alive, same machine",
         "request_users": len(users) - args.visitors,

@@ -42,7 +42,9 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
         mix = f"{r.get('request_users', '?')} customer ids" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")
         notes.append(
             f"- {label}: bundle `{r['bundle_version']}` ({r['catalogue_note']}); {r['date']}; {r['workers']} uvicorn workers on "
-            f"{r['cpus']} cores; load average at start {r['load_average_start']}; requests cycle over {mix}; "
+            f"{r['cpus']} cores; load average at start {r['load_average_start']}"
+            + (f" (after {r['settle_wait_s']:.0f} s waiting for it to settle)" if r.get("settle_wait_s") else "")
+            + f"; requests cycle over {mix}; "
             f"`/v1/candidates` k={r['candidates_k']}, `/v1/recommendations` {r['n_candidates']} candidates reranked, k=12."
         )
     out = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
