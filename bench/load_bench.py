@@ -279,6 +279,25 @@ def settle(below: float, max_s: float) -> float:
     return waited
 
 
+def random_customers(bundle: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` customers drawn uniformly (fixed seed) from those with history in a trained bundle.
+
+    Raises:
+        SystemExit: the bundle has no ``data/history.parquet`` (not a trained bundle).
+    """
+    import polars as pl
+
+    from training.bundle import MANIFEST, resolve_bundle
+
+    path = bundle if (bundle / MANIFEST).is_file() else resolve_bundle(bundle)
+    history = path / "data" / "history.parquet"
+    if not history.is_file():
+        raise SystemExit(f"--users random: {history} not found (only trained bundles carry their customers' history)")
+    ids = pl.read_parquet(history, columns=["user_id"])["user_id"].unique().sort().to_list()
+    picked = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
+    return [ids[i] for i in picked]
+
+
 def default_bundle(config_path: str) -> Path:
     """The trained bundles folder when it has a ``latest`` pointer, else the development bundle."""
     from recsys.config import load_config
@@ -330,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
     parser.add_argument("--rates", default="400", help="open-loop rates for /v1/candidates (comma-separated)")
     parser.add_argument("--recommend-rates", default="100", help="open-loop rates for /v1/recommendations")
+    parser.add_argument("--repeat", type=int, default=1, help="runs at each fixed (--rates / --recommend-rates) rate: a p99 of one run is noisy here")
     parser.add_argument("--candidates-k", type=int, default=100)
     parser.add_argument("--n-candidates", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
@@ -339,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-rates", default="", help="extra open-loop rates as fractions of the closed-loop QPS, e.g. 0.5,0.8")
     parser.add_argument("--user-template", default="", help="draw --user-count ids from this format instead of /v1/users/sample, e.g. u{:07d}")
     parser.add_argument("--user-count", type=int, default=0, help="ids 0..N-1 for --user-template")
-    parser.add_argument("--sample", type=int, default=1000, help="how many ids to draw with --user-template")
+    parser.add_argument("--users", choices=["heaviest", "random"], default="heaviest",
+                        help="customers to request for: the 24 with the most purchases (/v1/users/sample: the costliest requests) "
+                        "or --sample drawn at random from the bundle's customers with history (typical traffic)")
+    parser.add_argument("--sample", type=int, default=1000, help="how many ids to draw with --user-template or --users random")
     parser.add_argument("--settle-load", type=float, default=1.0, help="wait for the 1-min load average to fall below this first (0: do not wait)")
     parser.add_argument("--settle-max-s", type=float, default=180.0, help="longest wait for --settle-load")
     args = parser.parse_args(argv)
@@ -357,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.user_template:
             rng = np.random.default_rng(0)
             users = [args.user_template.format(int(i)) for i in rng.choice(args.user_count, size=min(args.sample, args.user_count), replace=False)]
+        elif args.users == "random":
+            users = random_customers(bundle, args.sample)
         else:
             users = [u["user_id"] for u in httpx.get(f"{base}/v1/users/sample", params={"n": 24}, timeout=60).json()["users"]]
         users += [f"visitor-{i}" for i in range(args.visitors)]  # unknown ids: the popularity fallback path
@@ -372,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             fixed = [float(r) for r in rates.split(",") if r.strip()]
             auto = [float(round(runs[-1].qps * float(f))) for f in args.auto_rates.split(",") if f.strip()]
             for rate in sorted({r for r in fixed + auto if r > 0}):
-                runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
-                print(runs[-1], flush=True)
+                for _ in range(args.repeat if rate in fixed else 1):
+                    runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
+                    print(runs[-1], flush=True)
         rss = server_rss_mb(process.pid)
 
     result = {
@@ -388,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "client": "asyncio HTTP/1.1 keep-alive, same machine",
         "request_users": len(users) - args.visitors,
+        "request_user_choice": "template" if args.user_template else args.users,
         "request_visitors": args.visitors,
         "candidates_k": args.candidates_k,
         "n_candidates": args.n_candidates,

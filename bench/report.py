@@ -39,7 +39,8 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
                 f"| {label} | `{run['endpoint']}` | {run['mode']} | {load} | {run['requests']:,} | {run['errors']} | {run['qps']:.0f} | "
                 f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {_ms(run.get('server_cpu_ms'))} | {_ms(run.get('client_cpu_ms'))} | {r['server_rss_mb']:,.0f} |"
             )
-        mix = f"{r.get('request_users', '?')} customer ids" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")
+        choice = {"heaviest": " (the customers with the most purchases: the costliest requests)", "random": " (drawn at random from the customers with history)"}
+        mix = f"{r.get('request_users', '?')} customer ids{choice.get(r.get('request_user_choice', ''), '')}" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")
         notes.append(
             f"- {label}: bundle `{r['bundle_version']}` ({r['catalogue_note']}); {r['date']}; {r['workers']} uvicorn workers on "
             f"{r['cpus']} cores; load average at start {r['load_average_start']}"
@@ -76,19 +77,26 @@ def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
     syn = results.get("synthetic 1M")
     if syn:
         open_runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
-        for r in (r for r in open_runs if int(r["load"]) == TARGET_QPS):
-            ok = r["p99_ms"] <= 20 and r["qps"] >= 0.98 * TARGET_QPS and r["errors"] == 0
+        at_target = [r for r in open_runs if int(r["load"]) == TARGET_QPS]
+        if at_target:
+            # Judged on the median run: one 15-s run's p99 swings by 2x on this shared machine.
+            p99 = float(sorted(r["p99_ms"] for r in at_target)[(len(at_target) - 1) // 2])
+            qps = min(r["qps"] for r in at_target)
+            errors = sum(r["errors"] for r in at_target)
+            ok = p99 <= 20 and qps >= 0.98 * TARGET_QPS and errors == 0
+            each = ", ".join(f"{r['p99_ms']:.1f}" for r in at_target)
             lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= {TARGET_QPS} QPS, 1M items: **{'met' if ok else 'not met'}** "
-                         f"({r['qps']:.0f} QPS achieved of {int(r['load'])} scheduled, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors).")
+                         f"(median p99 {p99:.1f} ms over {len(at_target)} run(s) of {TARGET_QPS} req/s scheduled: {each} ms; "
+                         f">= {qps:.0f} QPS achieved, {errors} errors).")
         others = ", ".join(f"{int(r['load'])} req/s -> p99 {r['p99_ms']:.1f} ms" for r in open_runs if int(r["load"]) != TARGET_QPS)
         best = max((r["qps"] for r in syn["runs"] if r["mode"] == "closed"), default=0)
         lines.append(f"- 1M items, closed loop: {best:.0f} QPS sustained" + (f"; other open-loop rates: {others}." if others else "."))
-    hm = results.get("H&M trained")
-    if hm:
-        rec = [r for r in hm["runs"] if r["endpoint"] == "/v1/recommendations" and r["mode"] == "open"]
+    for label in ("H&M trained", "H&M heaviest"):
+        hm = results.get(label)
+        rec = [r for r in hm["runs"] if r["endpoint"] == "/v1/recommendations" and r["mode"] == "open"] if hm else []
         for r in rec:
             ok = r["p99_ms"] <= 60 and r["errors"] == 0
-            lines.append(f"- target `/v1/recommendations` p99 <= 60 ms: at {int(r['load'])} req/s **{'met' if ok else 'not met'}** (p99 {r['p99_ms']:.1f} ms).")
+            lines.append(f"- target `/v1/recommendations` p99 <= 60 ms ({label}): at {int(r['load'])} req/s **{'met' if ok else 'not met'}** (p99 {r['p99_ms']:.1f} ms).")
     errors = sum(r["errors"] for res in results.values() for r in res["runs"])
     lines.append(f"- errors across all load runs: {errors}.")
     return "\n".join(lines) + "\n"
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
-    results = [(label, r) for label, name in (("H&M trained", "serving.json"), ("synthetic 1M", "serving_synthetic_1m.json")) if (r := _load(args.results / name))]
+    names = (("H&M trained", "serving.json"), ("H&M heaviest", "serving_heaviest.json"), ("synthetic 1M", "serving_synthetic_1m.json"))
+    results = [(label, r) for label, name in names if (r := _load(args.results / name))]
     if not results:
         print("no serving results yet: run `make bench`", file=sys.stderr)
         return 1
