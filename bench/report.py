@@ -14,6 +14,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from synthetic_catalogue import BREADTH  # noqa: E402  (the index sweep's own names for its breadths)
+
 START, END = "<!-- bench:serving:start -->", "<!-- bench:serving:end -->"
 TARGETS = {"/v1/candidates": "p99 <= 20 ms at >= 400 QPS (1M items)", "/v1/recommendations": "p99 <= 60 ms"}
 
@@ -51,16 +55,15 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
     out = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     if index and "served" in index:
         s = index["settings"]
-        breadth = {"ivf": "nprobe", "hnsw": "efSearch"}
         served = index["served"]
         out += (
             f"- 1M index: {served['kind'].upper()} ({served['params']}) over {s['n_items']:,} x {s['dim']} synthetic vectors, built in "
-            f"{served['build_s']} s (2 threads), {served['index_bytes'] / 2**20:,.0f} MiB; served at {breadth.get(served['kind'], 'breadth')} "
+            f"{served['build_s']} s (2 threads), {served['index_bytes'] / 2**20:,.0f} MiB; served at {BREADTH.get(served['kind'], 'breadth')} "
             f"{index['serving_breadth']} = recall@100 {index['serving_recall_at_100']:.3f} vs exact MIPS ({s['queries']} synthetic user vectors).\n"
         )
         for summary in [served, *index.get("compared", [])]:
             sweep = ", ".join(f"{row['breadth']} -> {row['recall_at_k']:.3f} ({row['p50_ms']:.2f} ms)" for row in summary["recall_sweep"])
-            out += f"  - {summary['kind'].upper()} ({summary['params']}, built in {summary['build_s']} s), {breadth.get(summary['kind'], 'breadth')} -> recall@100 (1-query p50): {sweep}.\n"
+            out += f"  - {summary['kind'].upper()} ({summary['params']}, built in {summary['build_s']} s), {BREADTH.get(summary['kind'], 'breadth')} -> recall@100 (1-query p50): {sweep}.\n"
     return out
 
 

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     good = [r for r in sweep_rows if r["recall_at_k"] >= args.target_recall]
     chosen = int(good[0]["breadth"]) if good else int(sweep_rows[-1]["breadth"])
     index.set_breadth(chosen)
-    served = index_config.model_copy(update={"nprobe" if index.kind == "ivf" else "ef_search": chosen})
+    served = index_config.with_breadth(index.kind, chosen)
     build_s = served_summary["build_s"]
 
     def populate(tmp: Path) -> None:

@@ -230,6 +230,17 @@ class IndexConfig(StrictModel):
     ivf_lists: int = Field(default=0, ge=0, description="IVF cells; 0 = about 4 * sqrt(items), a power of two")
     nprobe: int = Field(default=128, ge=1, description="IVF cells scanned per query")
 
+    def breadth(self, kind: str) -> int:
+        """The search breadth configured for an index kind: ``nprobe`` (IVF) or ``ef_search`` (HNSW)."""
+        return int(getattr(self, _BREADTH_FIELD.get(kind, "ef_search")))
+
+    def with_breadth(self, kind: str, value: int) -> "IndexConfig":
+        """A copy whose search breadth for ``kind`` is ``value``."""
+        return self.model_copy(update={_BREADTH_FIELD.get(kind, "ef_search"): value})
+
+
+_BREADTH_FIELD = {"ivf": "nprobe", "hnsw": "ef_search"}
+
 
 class CandidatesConfig(StrictModel):
     """Candidate sources and their merge (recsys/candidates)."""

@@ -132,8 +132,8 @@ def create_app(
         JsonFastPath,
         fastapi_app=app,
         endpoints={
-            "/v1/candidates": Endpoint(s.CandidatesRequest, _candidates_response),
-            "/v1/recommendations": Endpoint(s.RecommendationsRequest, _recommendations_response),
+            "/v1/candidates": Endpoint(s.CandidatesRequest, _candidates_response, slow=_encodes_context),
+            "/v1/recommendations": Endpoint(s.RecommendationsRequest, _recommendations_response, slow=_encodes_context),
         },
     )
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
@@ -303,6 +303,11 @@ def _query(body: s.CandidatesRequest) -> Query:
         exclude_seen=body.exclude_seen,
         filters={column: tuple(values) for column, values in body.filters.items()},
     )
+
+
+def _encodes_context(body: s.CandidatesRequest) -> bool:
+    """A text or image preference: a content-encoder pass, too slow to run on the event loop."""
+    return bool(body.text or body.image_base64)
 
 
 def _candidates_response(svc: RecommendationService, body: s.CandidatesRequest) -> Response:

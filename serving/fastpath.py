@@ -19,9 +19,10 @@ cost ~0.6 ms of CPU per request here (thread wake-ups, the loop's self-pipe, GIL
 fifth of a 1M-item ``/v1/candidates`` answer. So each endpoint keeps a moving average of its
 compute time; while that stays under ``inline_below_ms`` (``RECSYS_SERVE_INLINE_MS``, default 5) a
 request is answered on the event loop itself, which then blocks for no longer than the thread hop
-would have saved. Slower endpoints (a reranked H&M list: ~35 ms), and any request with a text or
-image preference (an encoder pass), run in the thread pool so health checks, reloads and other
-connections are not held up behind them.
+would have saved. Slower endpoints (a reranked H&M list: ~35 ms), and the requests an endpoint
+marks as always slow (``Endpoint.slow``: in this app, a text or image preference, an encoder pass),
+run in the thread pool so health checks, reloads and other connections are not held up behind
+them; those marked requests are not timed, so they do not move the endpoint's average.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ class Endpoint:
     Attributes:
         model: the request body model (validated exactly as the route validates it).
         answer: (service, validated body) -> the response.
+        slow: validated body -> whether this request is always too slow for the event loop.
         recent_ms: moving average of ``answer``'s CPU time in its thread (inf until one has been timed).
     """
 
     SMOOTHING = 0.1  # weight of the newest timing in the moving average
 
-    def __init__(self, model: type[BaseModel], answer: Callable[[Any, Any], Response]):
-        self.model, self.answer = model, answer
+    def __init__(self, model: type[BaseModel], answer: Callable[[Any, Any], Response], slow: Callable[[Any], bool] = lambda _request: False):
+        self.model, self.answer, self.slow = model, answer, slow
         self.recent_ms = math.inf
 
     def timed(self, service: Any, request: Any) -> Response:
@@ -142,7 +144,9 @@ class JsonFastPath:
             return
         scope["route"] = self._route(scope["path"])  # the metrics label, as the router would set it
         try:
-            if endpoint.recent_ms < self.inline_below_ms and not (getattr(request, "text", None) or getattr(request, "image_base64", None)):
+            if endpoint.slow(request):
+                response = await asyncio.get_running_loop().run_in_executor(self._executor(), endpoint.answer, service, request)
+            elif endpoint.recent_ms < self.inline_below_ms:
                 response = endpoint.timed(service, request)
             else:
                 response = await asyncio.get_running_loop().run_in_executor(self._executor(), endpoint.timed, service, request)

@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -136,28 +137,35 @@ def serve(settings: ServeSettings) -> None:
         if settings.workers > 1 and hasattr(socket, "SO_REUSEPORT") and settings.port != 0:
             _supervise(settings)
         else:
-            uvicorn.run("serving.server:app_from_env", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-                        log_level=settings.log_level, **_UVICORN_OPTIONS)  # type: ignore[arg-type]
+            uvicorn.run(**_uvicorn_options(settings), workers=settings.workers)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# access_log off: per-request logs cost ~10% throughput; /metrics has the counts.
-_UVICORN_OPTIONS = {"access_log": False, "timeout_graceful_shutdown": 10}
+_GRACEFUL_SHUTDOWN_S = 10
 
 
-def _uvicorn_config(settings: ServeSettings):  # type: ignore[no-untyped-def]
-    import uvicorn
+def _uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """What uvicorn runs, for ``uvicorn.run`` and each worker's ``uvicorn.Config`` alike."""
+    return {
+        "app": "serving.server:app_from_env",
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # per-request logs cost ~10% throughput; /metrics has the counts
+        "timeout_graceful_shutdown": _GRACEFUL_SHUTDOWN_S,
+    }
 
-    return uvicorn.Config("serving.server:app_from_env", factory=True, host=settings.host, port=settings.port,
-                          log_level=settings.log_level, **_UVICORN_OPTIONS)
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket of this worker alone in the port's ``SO_REUSEPORT`` group."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -175,8 +183,7 @@ def _check_port_free(host: str, port: int) -> None:
     Raises:
         SystemExit: the address is in use.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # old connections in TIME_WAIT do not count
         try:
             probe.bind((host, port))
@@ -188,7 +195,7 @@ def _run_worker(settings: ServeSettings) -> None:
     """One worker process: load and warm the bundle, then listen on its own socket and serve."""
     import uvicorn
 
-    config = _uvicorn_config(settings)
+    config = uvicorn.Config(**_uvicorn_options(settings))
     config.load()  # app_from_env: the bundle is loaded and warmed before the socket exists
     sock = _listening_socket(settings.host, settings.port)
     ready_dir = os.environ.get(_ENV_READY_DIR)
@@ -231,7 +238,7 @@ def _supervise(settings: ServeSettings) -> None:
         for process in workers:  # uvicorn in each worker shuts down gracefully on SIGTERM
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + float(_UVICORN_OPTIONS["timeout_graceful_shutdown"]) + 5
+        deadline = time.monotonic() + _GRACEFUL_SHUTDOWN_S + 5
         for process in workers:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

@@ -61,8 +61,7 @@ class SyntheticService:
         if len(gen.two_tower.user_vectors) != len(gen.history.user_index):
             raise ValueError(f"{path}: {len(gen.two_tower.user_vectors)} user vectors for {len(gen.history.user_index)} users")
         gen.tower_index = ItemIndex.load(path / "index")
-        index_config = IndexConfig(**meta["index"])
-        gen.tower_index.set_breadth(index_config.nprobe if gen.tower_index.kind == "ivf" else index_config.ef_search)
+        gen.tower_index.set_breadth(IndexConfig(**meta["index"]).breadth(gen.tower_index.kind))
         self.generator = gen
         self.item_index = gen.history.item_index
         if not np.array_equal(gen.tower_index.item_ids, self.item_index.ids):

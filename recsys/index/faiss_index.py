@@ -29,6 +29,7 @@ from recsys.atomic import write_dir
 from recsys.config import IndexConfig
 
 FORMAT_VERSION = 1
+APPROXIMATE = ("hnsw", "ivf")  # kinds stored as norm-augmented vectors searched by L2
 
 
 @dataclass
@@ -91,10 +92,10 @@ class ItemIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.kind in ("hnsw", "ivf"):
-            if self.kind == "hnsw":
-                # efSearch below k would cap the result list; widen it for this call.
-                self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
+        if self.kind == "hnsw":
+            # efSearch below k would cap the result list; widen it for this call.
+            self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
+        if self.kind in APPROXIMATE:
             padded = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), dtype=np.float32)]))
             dist, rows = self.index.search(padded, min(k, len(self)))
             # back to inner products: q.x = (|q|^2 + M^2 - |q - x|^2) / 2
@@ -134,7 +135,7 @@ class ItemIndex:
     def vector(self, row: int) -> np.ndarray:
         """The item vector stored at ``row`` (as given to :meth:`build`, without the norm augmentation)."""
         v = self.index.reconstruct(int(row))
-        return v[:-1] if self.kind in ("hnsw", "ivf") else v
+        return v[:-1] if self.kind in APPROXIMATE else v
 
     def search_ids(self, queries: np.ndarray, k: int) -> list[list[str]]:
         """Top-k item ids per query."""
