@@ -86,7 +86,7 @@ bench:
 	  --endpoints /v1/recommendations --recommend-rates "" --auto-rates 0.5 --note "H&M trained bundle" --out bench/results/serving_heaviest.json
 	$(BENCH_WRAP) $(PY) bench/synthetic_catalogue.py --config $(CONFIG) --ann ivf --compare hnsw
 	$(BENCH_WRAP) $(PY) bench/load_bench.py --config $(CONFIG) --bundle artifacts/bench/synthetic_bundles --endpoints /v1/candidates \
-	  --visitors 0 --user-template "u{:07d}" --user-count 200000 --rates 400 --repeat 3 --auto-rates 0.5,0.8 \
+	  --visitors 0 --user-template "u{:07d}" --user-count 200000 --rates 400 --repeat 5 --auto-rates 0.5,0.8 \
 	  --note "synthetic catalogue, 1,000,000 items, IVF" --out bench/results/serving_synthetic_1m.json
 	$(PY) bench/report.py
 

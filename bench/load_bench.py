@@ -29,17 +29,22 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import psutil
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.live import run_server  # noqa: E402  (the server helper the e2e tests and screenshots use)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Run:
     max_ms: float
     server_cpu_ms: float = float("nan")  # server CPU (all workers) per answered request
     client_cpu_ms: float = float("nan")  # this load generator's CPU per answered request
+    busiest_worker_share: float = float("nan")  # the busiest worker's part of all workers' CPU (0.5 = even on 2)
 
 
 def http_request(path: str, body: dict[str, object], port: int) -> bytes:
@@ -221,6 +227,16 @@ async def open_loop(requests: list[bytes], port: int, rate: float, seconds: floa
     return latencies, errors, elapsed
 
 
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh uvloop event loop (the server runs on uvloop too).
+
+    The generator shares the server's two cores; the stock asyncio loop spent more of them per
+    request on its timers and wake-ups.
+    """
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def summarise(endpoint: str, mode: str, load: float, latencies: list[float], errors: int, elapsed: float) -> Run:
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     p = np.percentile(ms, [50, 90, 99])
@@ -228,28 +244,41 @@ def summarise(endpoint: str, mode: str, load: float, latencies: list[float], err
                round(float(p[0]), 2), round(float(p[1]), 2), round(float(p[2]), 2), round(float(ms.max()), 2))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the uvicorn workers)."""
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and of each of its children (the uvicorn workers), by pid."""
+    out: dict[int, float] = {}
     try:
         proc = psutil.Process(pid)
-        total = 0.0
         for p in [proc, *proc.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = p.cpu_times()
-                total += t.user + t.system
-        return total
+                out[p.pid] = t.user + t.system
     except psutil.NoSuchProcess:
-        return float("nan")
+        pass
+    return out
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float], supervisor: int) -> float:
+    """The busiest worker's share of the workers' CPU between two samples (NaN with fewer than 2 workers).
+
+    The kernel spreads connections over the workers' sockets by a hash, so one worker can get more
+    than its share for a whole run; this number says how uneven a run was.
+    """
+    spent = [after[p] - before.get(p, 0.0) for p in after if p != supervisor]
+    total = sum(spent)
+    return round(max(spent) / total, 3) if len(spent) > 1 and total > 0 else float("nan")
 
 
 def measured(run, pid: int, endpoint: str, mode: str, load: float) -> Run:  # type: ignore[no-untyped-def]
     """Run one load (a coroutine factory) and summarise it with the server's and the client's CPU per request."""
-    server0, client0 = cpu_seconds(pid), time.process_time()
-    lat, err, elapsed = asyncio.run(run())
-    server, client = cpu_seconds(pid) - server0, time.process_time() - client0
+    server0, client0 = cpu_by_process(pid), time.process_time()
+    lat, err, elapsed = run_loop(run())
+    server1, client = cpu_by_process(pid), time.process_time() - client0
+    server = sum(server1.values()) - sum(server0.get(p, 0.0) for p in server1)
     out = summarise(endpoint, mode, load, lat, err, elapsed)
     n = max(len(lat), 1)
     out.server_cpu_ms, out.client_cpu_ms = round(server / n * 1000, 2), round(client / n * 1000, 2)
+    out.busiest_worker_share = busiest_share(server0, server1, pid)
     return out
 
 
@@ -322,12 +351,12 @@ def markdown(result: dict[str, object]) -> str:
         f"Serving benchmark, {result['date']} — bundle `{result['bundle_version']}` ({result['catalogue_note']}), "
         f"{result['workers']} uvicorn worker(s) on {result['cpus']} cores, load average at start {result['load_average_start']}.",
         "",
-        "| endpoint | mode | load | requests | errors | QPS | p50 ms | p90 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| endpoint | mode | load | requests | errors | QPS | p50 ms | p90 ms | p99 ms | server CPU ms/req | client CPU ms/req | busiest worker |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:  # type: ignore[attr-defined]
         load = f"{int(r['load'])} conn." if r["mode"] == "closed" else f"{int(r['load'])} req/s"
-        lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms', float('nan')):.2f} | {r.get('client_cpu_ms', float('nan')):.2f} |")
+        lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms', float('nan')):.2f} | {r.get('client_cpu_ms', float('nan')):.2f} | {r.get('busiest_worker_share', float('nan')):.0%} |")
     lines.append("")
     lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
     return "\n".join(lines) + "\n"
@@ -390,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [e.strip() for e in args.endpoints.split(",") if e.strip()]
         runs: list[Run] = []
         for endpoint, requests in ((e, work[e]) for e in wanted):
-            asyncio.run(closed_loop(requests, port, 4, 2.0))  # warm-up: imports, caches, connections
+            run_loop(closed_loop(requests, port, 4, 2.0))  # warm-up: imports, caches, connections
             runs.append(measured(lambda: closed_loop(requests, port, args.connections, args.duration), process.pid, endpoint, "closed", args.connections))
             print(runs[-1], flush=True)
             rates = args.rates if endpoint == "/v1/candidates" else args.recommend_rates
