@@ -1,0 +1,77 @@
+"""Protects the screened top-k of factor models (what serving asks for one customer): it must give
+exactly the lists of the full float64 product that training and evaluation use, ties and float32
+near-ties included, or a reranker feature (a candidate's ALS rank) would differ between the two.
+Scores agree to float64 rounding: BLAS sums a (1, d) @ (d, n) product in a different order than a
+batch of users (that was already so between training's batches and serving's single users)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.config import ProjectConfig
+from recsys.data import TrainingData, load_dataset
+from recsys.models.base import ScoringRecommender
+from recsys.models.implicit_models import ALSRecommender
+
+
+@pytest.fixture
+def fitted(shop: tuple[Path, ProjectConfig]) -> ALSRecommender:
+    _, config = shop
+    ds = load_dataset(config.data)
+    data = TrainingData.build(ds.interactions, ds.items, ds.users)
+    model = ALSRecommender(config.models.als.model_copy(update={"iterations": 3})).fit(data)
+    assert model.item_factors.dtype == np.float32  # else recommend() never takes the screened path
+    return model
+
+
+def full_product(model: ALSRecommender, users: list[str], k: int) -> tuple[list[list[str]], list[list[float]]]:
+    """The batch path (float64 product over every item) that training and evaluation use."""
+    recs = ScoringRecommender.recommend(model, users, k)
+    return recs.item_ids, recs.scores
+
+
+def with_factors(model: ALSRecommender, users: np.ndarray, items: np.ndarray) -> ALSRecommender:
+    model.user_factors, model.item_factors = users.astype(np.float32), items.astype(np.float32)
+    return model
+
+
+def test_screened_lists_equal_the_full_product(fitted: ALSRecommender) -> None:
+    users = fitted.user_index.ids[:40].tolist()
+    for k in (1, 10, len(fitted.item_index)):
+        for user in users:
+            recs = fitted.recommend([user], k)
+            items, scores = full_product(fitted, [user], k)
+            assert recs.item_ids == items
+            np.testing.assert_allclose(recs.scores, scores, rtol=1e-12, atol=1e-12)
+
+
+def test_exact_ties_and_float32_near_ties_resolve_as_the_full_product(fitted: ALSRecommender) -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items, dim = len(fitted.user_index), len(fitted.item_index), fitted.item_factors.shape[1]
+    items = rng.normal(size=(n_items, dim))
+    items[1::3] = items[0]  # exact duplicates: equal scores, the lower row must come first
+    # Rows that differ from row 2 by one float32 ulp in one coordinate: scores tie or nearly tie in
+    # float32 but not in float64, so only the float64 rescoring orders them right.
+    for r in range(5, n_items, 7):
+        items[r] = items[2]
+        items[r, r % dim] = np.nextafter(np.float32(items[2, r % dim]), np.float32(np.inf))
+    model = with_factors(fitted, rng.normal(size=(n_users, dim)), items)
+    for user in model.user_index.ids[:30].tolist():
+        for k in (5, 40):
+            recs = model.recommend([user], k)
+            expected_items, expected_scores = full_product(model, [user], k)
+            assert recs.item_ids == expected_items
+            np.testing.assert_allclose(recs.scores, expected_scores, rtol=1e-12, atol=1e-12)
+
+
+def test_large_requests_unknown_users_and_exclude_seen_keep_the_full_path(fitted: ALSRecommender) -> None:
+    users = fitted.user_index.ids[: ALSRecommender.SCREEN_MAX_USERS + 1].tolist()
+    assert fitted.recommend(users, 7).item_ids == full_product(fitted, users, 7)[0]
+    mixed = [users[0], "nobody-knows-me"]
+    recs = fitted.recommend(mixed, 7)
+    assert recs.item_ids[0] == full_product(fitted, [users[0]], 7)[0][0] and len(recs.item_ids[1]) == 7  # popularity fallback
+    seen = fitted.recommend([users[0]], 7, exclude_seen=True)
+    assert not set(seen.item_ids[0]) & set(fitted.item_index.ids[fitted.seen_rows(np.array([0]))[0]].tolist())
