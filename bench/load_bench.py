@@ -274,7 +274,7 @@ def measured(run, pid: int, endpoint: str, mode: str, load: float) -> Run:  # ty
     server0, client0 = cpu_by_process(pid), time.process_time()
     lat, err, elapsed = run_loop(run())
     server1, client = cpu_by_process(pid), time.process_time() - client0
-    server = sum(server1.values()) - sum(server0.get(p, 0.0) for p in server1)
+    server = sum(server1.values()) - sum(server0.get(p, 0.0) for p in server1) if server1 else float("nan")  # {}: the server is gone
     out = summarise(endpoint, mode, load, lat, err, elapsed)
     n = max(len(lat), 1)
     out.server_cpu_ms, out.client_cpu_ms = round(server / n * 1000, 2), round(client / n * 1000, 2)

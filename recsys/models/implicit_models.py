@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns and slows down with threaded BLAS
@@ -19,6 +19,7 @@ from implicit.utils import ParameterWarning
 
 from recsys.config import ALSConfig, BPRConfig, ItemKNNConfig
 from recsys.data.interactions import TrainingData
+from recsys.evaluation.metrics import top_k_indices
 from recsys.models.base import Recommendations, ScoringRecommender
 from recsys.models.serialization import csr_from_arrays, csr_to_arrays
 
@@ -124,16 +125,14 @@ class FactorRecommender(ScoringRecommender):
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
         # float64: float32 products are exact in float64, so a user's scores (and the order of
         # near-ties) do not depend on how many users share the matrix product (batch vs serving).
-        cached = getattr(self, "_factors64", None)
-        if cached is None or cached[0] is not self.item_factors:
-            cached = self._factors64 = (self.item_factors, self.item_factors.astype(np.float64))
-        return self.user_factors[user_rows].astype(np.float64) @ cached[1].T
+        factors64 = self._of_item_factors("float64", lambda f: f.astype(np.float64))
+        return self.user_factors[user_rows].astype(np.float64) @ factors64.T
 
     # A request for a handful of users (serving asks for one) takes the screened path below.
     SCREEN_MAX_USERS = 8
 
     def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> Recommendations:
-        """Top-k items per user; the same lists and scores as the float64 product of :meth:`score_users`.
+        """Top-k items per user: the lists of the float64 product of :meth:`score_users` (scores to float64 rounding).
 
         Up to :attr:`SCREEN_MAX_USERS` known users (and ``exclude_seen`` off) are answered by
         :meth:`top_items`, which reads the float32 item factors once instead of a float64 copy
@@ -150,13 +149,15 @@ class FactorRecommender(ScoringRecommender):
         return Recommendations(list(user_ids), items, scores)
 
     def top_items(self, user_row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One known user's top-k item rows and float64 scores, exactly as from :meth:`score_users`.
+        """One known user's top-k item rows and float64 scores: the items and order of :meth:`score_users`.
 
         Every item is screened with float32 scores; each differs from its float64 score by at most
         ``bound`` (the rounding-error bound of a float32 dot product of this length, through
         Cauchy-Schwarz), so an item whose float32 score is more than ``2 * bound`` below the k-th
-        best cannot be in the top k. The few items that can are rescored in float64 and ordered
-        like :func:`~recsys.evaluation.metrics.top_k_indices` (score, then lower row).
+        best cannot be in the top k. The few items that can are rescored in float64 and ordered by
+        :func:`~recsys.evaluation.metrics.top_k_indices` (score, then lower row). The rescored
+        values agree with a batch product to float64 rounding (BLAS sums in another order), as a
+        batch of users already did with a single one.
 
         Args:
             user_row: the user's row in ``user_index``.
@@ -172,23 +173,25 @@ class FactorRecommender(ScoringRecommender):
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         kth = float(np.partition(screened, n - k)[n - k])
+        user64 = user.astype(np.float64)
         # gamma_d = d u / (1 - d u) for float32 (u = 2^-24) plus the same for float64, times 4 for
         # the threshold's own rounding and slack; |sum x_i y_i| terms bounded by |user| * max |item|.
         d = user.shape[0]
         gamma = d * 2.0**-24 / (1 - d * 2.0**-24) + d * 2.0**-53
-        bound = 4 * gamma * float(np.linalg.norm(user.astype(np.float64))) * self._max_item_norm()
-        rows = np.flatnonzero(screened.astype(np.float64) >= kth - 2 * bound)
-        # The same product layout as score_users ((1, d) @ (d, n) view), so the scores agree to the bit.
-        exact = (user.astype(np.float64)[None, :] @ self.item_factors[rows].astype(np.float64).T)[0]
-        order = np.lexsort((rows, -exact))[:k]
+        max_item_norm = self._of_item_factors("max_norm", lambda f: float(np.sqrt(np.einsum("ij,ij->i", f, f, dtype=np.float64).max(initial=0.0))))
+        bound = 4 * gamma * float(np.linalg.norm(user64)) * max_item_norm
+        rows = np.flatnonzero(screened.astype(np.float64) >= kth - 2 * bound)  # ascending, so ties keep going to the lower row
+        exact = self.item_factors[rows].astype(np.float64) @ user64
+        order = top_k_indices(exact, k)
         return rows[order], exact[order]
 
-    def _max_item_norm(self) -> float:
-        cached = getattr(self, "_item_norm", None)
-        if cached is None or cached[0] is not self.item_factors:
-            norms = np.linalg.norm(self.item_factors.astype(np.float64), axis=1)
-            cached = self._item_norm = (self.item_factors, float(norms.max()) if len(norms) else 0.0)
-        return cached[1]
+    def _of_item_factors(self, name: str, compute: Callable[[np.ndarray], Any]) -> Any:
+        """``compute(item_factors)``, cached until ``item_factors`` is replaced (refit, or a test swapping it)."""
+        cache = self.__dict__.setdefault("_item_factor_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] is not self.item_factors:
+            hit = cache[name] = (self.item_factors, compute(self.item_factors))
+        return hit[1]
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {**self._common_arrays(), "user_factors": self.user_factors, "item_factors": self.item_factors}

@@ -1,7 +1,7 @@
 """Protects the screened top-k of factor models (what serving asks for one customer): it must give
 exactly the lists of the full float64 product that training and evaluation use, ties and float32
 near-ties included, or a reranker feature (a candidate's ALS rank) would differ between the two.
-Scores agree to float64 rounding: BLAS sums a (1, d) @ (d, n) product in a different order than a
+Scores agree to float64 rounding: BLAS sums the rescoring product in a different order than a
 batch of users (that was already so between training's batches and serving's single users)."""
 
 from __future__ import annotations
