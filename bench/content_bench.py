@@ -37,10 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 from features.content.aligned import Backbones  # noqa: E402
 from features.content.catalogue import catalogue_inputs  # noqa: E402
-from features.content.encoders import build_encoder, resolve  # noqa: E402
-from features.content.pipeline import run_content  # noqa: E402
+from features.content.backends import build_encoder  # noqa: E402
+from features.content.encoders import resolve  # noqa: E402
+from training.content import run_content  # noqa: E402
 from features.content.search import ContentSearch  # noqa: E402
-from features.content.vectors import ItemVectors  # noqa: E402
+from recsys.vectors import ItemVectors  # noqa: E402
 from recsys.config import ProjectConfig, load_config  # noqa: E402
 from recsys.data import Dataset, load_dataset  # noqa: E402
 
@@ -87,7 +88,7 @@ def throughput(config: ProjectConfig, dataset: Dataset, n_images: int = 96, n_te
 def recommender_table(config: ProjectConfig, dataset: Dataset) -> list[dict[str, float | str]]:
     """popularity, history and content on the last-day protocol (the shared harness and metrics)."""
     from recsys.evaluation.protocol import compare, evaluate_model, format_table, prepare_evaluation, results_table
-    from recsys.models import build_model
+    from recsys.registry import build_model
 
     from recsys.models.content import ContentRecommender
 

@@ -316,7 +316,7 @@ def random_customers(bundle: Path, n: int, seed: int = 0) -> list[str]:
     """
     import polars as pl
 
-    from training.bundle import MANIFEST, resolve_bundle
+    from recsys.bundle import MANIFEST, resolve_bundle
 
     path = bundle if (bundle / MANIFEST).is_file() else resolve_bundle(bundle)
     history = path / "data" / "history.parquet"
@@ -328,13 +328,11 @@ def random_customers(bundle: Path, n: int, seed: int = 0) -> list[str]:
 
 
 def default_bundle(config_path: str) -> Path:
-    """The trained bundles folder when it has a ``latest`` pointer, else the development bundle."""
+    """The config's bundles folder, trained first when it has no ``latest`` pointer."""
     from recsys.config import load_config
-    from serving.dev_service import ensure_dev_bundle
+    from training.cli import ensure_bundle
 
-    config = load_config(ROOT / config_path)
-    trained = config.work_path / "bundles"
-    return trained if (trained / "latest").is_file() else ensure_dev_bundle(config)
+    return ensure_bundle(load_config(ROOT / config_path))
 
 
 def workloads(port: int, users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[bytes]]:

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.config import load_config
     from recsys.data.interactions import TrainingData
     from recsys.models.history import HistoryRecommender
-    from training.bundle import load_bundle, set_latest, write_bundle
+    from recsys.bundle import load_bundle, set_latest, write_bundle
 
     config = load_config(ROOT / args.config)
     index_config = config.retrieval.index.model_copy(update={"ann": args.ann})

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from features.content.vectors import ItemVectors
 from recsys.data.interactions import IdIndex, TrainingData
 from recsys.data.stats import item_counts
+from recsys.vectors import ItemVectors
 
 MISSING = np.nan
 CONTENT_KINDS = ("image", "text", "fused")

@@ -40,14 +40,14 @@ import polars as pl
 
 from features.content.alignment import one_per_group, retrieval_recalls, zero_shot_classes, zero_shot_predictions
 from features.content.catalogue import catalogue_inputs
-from features.content.encoders import build_encoder
-from features.content.pipeline import content_config, heldout_items
+from features.content.backends import build_encoder
+from training.content import content_config, heldout_items
 from features.content.search import ContentSearch
-from features.content.vectors import ItemVectors
+from recsys.vectors import ItemVectors
 from recsys.config import load_config
 from recsys.data import load_dataset
 from recsys.viz import image_grid
-from training.bundle import resolve_bundle
+from recsys.bundle import resolve_bundle
 
 config = load_config(config_path)
 bundles = config.work_path / "bundles"

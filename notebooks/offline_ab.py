@@ -57,7 +57,7 @@ from recsys.evaluation.analysis import (
     verdict,
 )
 from recsys.evaluation.protocol import prepare_evaluation
-from recsys.evaluation.variants import resolve_variant
+from training.variants import resolve_variant
 from recsys.viz import image_grid
 
 pl.Config.set_tbl_rows(30)

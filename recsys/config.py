@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from features.content.config import ContentConfig  # the content stage's own section (imports only pydantic)
+from recsys.config_base import StrictModel
+from recsys.content_config import ContentConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hm"
@@ -25,12 +26,6 @@ _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class ConfigError(ValueError):
     """A configuration file is missing, malformed or fails validation."""
-
-
-class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InteractionColumns(StrictModel):
@@ -260,11 +255,9 @@ class CandidatesConfig(StrictModel):
 class RetrievalConfig(StrictModel):
     """Collaborative factors, two-tower, FAISS index and candidates (issue 4)."""
 
-    content_vectors: str = Field(
-        default="content/item_vectors.npz", description="ItemVectors file below work_dir; a TF-IDF stand-in is built if absent"
+    content_kind: Literal["fused", "text", "image"] = Field(
+        default="fused", description="which of the content stage's vectors (content.vectors_path) the two-tower and content source read"
     )
-    content_kind: Literal["fused", "text", "image"] = "fused"
-    standin_dim: int = Field(default=128, ge=2)
     two_tower: TwoTowerConfig = TwoTowerConfig()
     index: IndexConfig = IndexConfig()
     candidates: CandidatesConfig = CandidatesConfig()

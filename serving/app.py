@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, Depends, FastAPI, File, Form, Header, Path as PathParam, Query as QueryParam, Request, UploadFile
+from fastapi import Body, Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi import Query as QueryParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 

@@ -21,16 +21,25 @@ import polars as pl
 from PIL import Image
 
 from features.content.search import ContentSearch
-from features.content.vectors import ItemVectors
 from features.ranking import CandidateSet, UserState, UserStateLookup, anonymous_state
-from recsys.candidates.merge import Candidate, merge_user
+from recsys.bundle import Bundle, load_bundle
 from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import Candidate, merge_user
 from recsys.config import ProjectConfig
 from recsys.data import ImageStore, TrainingData
 from recsys.evaluation.metrics import top_k_indices
 from recsys.ranking.lambdarank import LambdaRankModel
-from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, Reasons, ScoredItem, UnknownItemsError, UserSummary
-from training.bundle import Bundle, load_bundle
+from recsys.vectors import ItemVectors
+from serving.service import (
+    InvalidQueryError,
+    ItemInfo,
+    Query,
+    RankedItem,
+    Reasons,
+    ScoredItem,
+    UnknownItemsError,
+    UserSummary,
+)
 from training.pipeline import _attributes, feature_builder
 from training.reranker import candidate_set
 
@@ -45,7 +54,7 @@ class BundleService:
     """Serves one verified bundle. Read-only after construction, so it is safe across threads.
 
     Args:
-        bundle: a verified bundle (see :func:`training.bundle.load_bundle`).
+        bundle: a verified bundle (see :func:`recsys.bundle.load_bundle`).
     """
 
     def __init__(self, bundle: Bundle):

@@ -3,7 +3,7 @@
 A request takes ``holder.service`` once and uses that object to the end, so in-flight requests
 finish on the old service while new ones see the new one; the swap itself is a single reference
 assignment under a lock. A new bundle is loaded and checked (checksums via
-``training.bundle.load_bundle``, plus a smoke query and a warm-up, :func:`warm_up`) *before* the
+``recsys.bundle.load_bundle``, plus a smoke query and a warm-up, :func:`warm_up`) *before* the
 swap: a broken bundle raises :class:`ReloadError` and the old service keeps serving.
 """
 
@@ -17,8 +17,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from recsys.bundle import MANIFEST, POINTER, BundleError, resolve_bundle
+from serving.bundle_service import BundleService
 from serving.service import InvalidQueryError, Query, RecommendationService
-from training.bundle import MANIFEST, POINTER, BundleError, resolve_bundle
+from serving.synthetic_service import SyntheticService
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,9 @@ class ReloadError(RuntimeError):
 def load_service(path: Path) -> RecommendationService:
     """Load a verified bundle with the service class its manifest names.
 
-    ``"service": "dev"`` bundles come from :mod:`serving.dev_service`; every other bundle is a
-    trained one read by ``serving.bundle_service.BundleService``.
+    ``"service": "synthetic"`` bundles (``bench/synthetic_catalogue.py``) are read by
+    :class:`~serving.synthetic_service.SyntheticService`; every other bundle is a trained one read by
+    :class:`~serving.bundle_service.BundleService`.
 
     Raises:
         BundleError: missing files or a checksum mismatch.
@@ -51,17 +54,9 @@ def load_service(path: Path) -> RecommendationService:
         kind = json.loads((path / MANIFEST).read_text()).get("service")
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: unreadable {MANIFEST}: {exc}") from exc
-    # Both loaders verify every checksum (training.bundle.load_bundle) before reading a component.
-    if kind == "dev":
-        from serving.dev_service import DevService
-
-        return DevService.load(path)
+    # Both loaders verify every checksum (recsys.bundle.load_bundle) before reading a component.
     if kind == "synthetic":  # bench/synthetic_catalogue.py: a large synthetic catalogue for the load benchmark
-        from serving.synthetic_service import SyntheticService
-
         return SyntheticService.load(path)
-    from serving.bundle_service import BundleService  # the trained pipeline's service
-
     return BundleService.load(path)
 
 

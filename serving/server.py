@@ -30,7 +30,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from training.bundle import MANIFEST, resolve_bundle
+from recsys.bundle import MANIFEST, resolve_bundle
+from serving.app import admin_token_from_env, create_app
+from serving.reload import ServiceHolder, load_service, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,6 @@ def locate(bundle: Path) -> tuple[Path, Path]:
 
 def app_from_env() -> FastAPI:
     """The app of one worker: load the bundle named in the environment (uvicorn factory)."""
-    from serving.app import admin_token_from_env, create_app
-    from serving.reload import ServiceHolder, load_service, warm_up
 
     bundle, root = Path(os.environ[_ENV_BUNDLE]), Path(os.environ[_ENV_ROOT])
     service = load_service(bundle)

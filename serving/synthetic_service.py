@@ -23,14 +23,22 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from recsys.bundle import Bundle, load_bundle
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate, merge_user
 from recsys.config import CandidatesConfig, IndexConfig
 from recsys.data.interactions import IdIndex
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.history import HistoryRecommender
-from serving.service import InvalidQueryError, ItemInfo, Query, RankedItem, ScoredItem, UnknownItemsError, UserSummary
-from training.bundle import Bundle, load_bundle
+from serving.service import (
+    InvalidQueryError,
+    ItemInfo,
+    Query,
+    RankedItem,
+    ScoredItem,
+    UnknownItemsError,
+    UserSummary,
+)
 
 log = logging.getLogger(__name__)
 

@@ -137,6 +137,6 @@ def small_bundle(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     if proc.returncode != 0:
         _SMALL_BUNDLE_FAILURE.append(f"recsys train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         pytest.fail(_SMALL_BUNDLE_FAILURE[0])
-    from training.bundle import resolve_bundle
+    from recsys.bundle import resolve_bundle
 
     return resolve_bundle(work / "bundles")

@@ -21,10 +21,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from recsys.atomic import write_text  # noqa: E402
-from recsys.config import ConfigError, load_config  # noqa: E402
+from recsys.bundle import POINTER, BundleError  # noqa: E402
+from recsys.config import (  # noqa: E402
+    ConfigError,
+    ProjectConfig,  # noqa: E402
+    load_config,
+)
 from recsys.data import DataValidationError, load_dataset  # noqa: E402
+from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table  # noqa: E402
+from recsys.registry import build_model  # noqa: E402
+from serving.server import ServeSettings, serve  # noqa: E402
+from training.content import run_content  # noqa: E402
+from training.pipeline import Pipeline  # noqa: E402
+from training.retrieval import run_retrieval  # noqa: E402
 
 log = logging.getLogger("recsys")
+
+
+def ensure_bundle(config: ProjectConfig) -> Path:
+    """The config's bundles folder, after a full training run when it holds no bundle yet.
+
+    Args:
+        config: the project config (``configs/hm_dev.yaml`` trains in about a minute).
+
+    Returns:
+        ``<work_dir>/bundles``.
+    """
+    root = config.work_path / "bundles"
+    if not (root / POINTER).is_file():
+        log.info("no bundle in %s: training one with `recsys train --config` %s first", root, config.name)
+        Pipeline(config).run()
+    return root
 
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 COMMANDS: dict[str, Command] = {}
@@ -71,9 +98,6 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table
-    from recsys.models import build_model
-
     config = load_config(args.config)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     models = [build_model(n, config) for n in names]  # fail on an unknown name before loading data
@@ -114,8 +138,6 @@ def _content_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _content(args: argparse.Namespace) -> int:
-    from features.content.pipeline import run_content  # owned by features/content (issue 3)
-
     config = load_config(args.config)
     result = run_content(config, load_dataset(config.data), train=not args.no_train, progress=not args.quiet)
     print(json.dumps({"vectors": str(result.vectors_path), "encoder": result.encoder, "heads": str(result.heads_dir),
@@ -134,12 +156,10 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core for throughput)")
     parser.add_argument("--watch", type=float, default=10.0, help="reload when the 'latest' pointer moves, polled every N s (0: off)")
-    parser.add_argument("--dev", action="store_true", help="serve the small development service (trained on the last days of data when absent)")
+    parser.add_argument("--dev", action="store_true", help="train the config's bundle first when it has none (`make serve-dev`: configs/hm_dev.yaml, about a minute)")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.server import ServeSettings, serve  # owned by serving/ (issue 6)
-    from training.bundle import BundleError
 
     config = load_config(args.config)
     try:
@@ -167,8 +187,6 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.pipeline import Pipeline  # owned by training/ (issue 5)
-
     config = load_config(args.config)
     outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run()
     reused = [n for n, r in outcome.stages.items() if r.reused]
@@ -188,8 +206,6 @@ def _retrieval_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _retrieval(args: argparse.Namespace) -> int:
-    from training.retrieval import run_retrieval  # owned by the retrieval stage (issue 4)
-
     config = load_config(args.config)
     summary = run_retrieval(config, load_dataset(config.data), save_dir=args.save_dir, track=not args.no_mlflow)
     print(json.dumps({k: summary[k] for k in ("test", "two_tower", "index", "candidates")}, indent=2, default=str))

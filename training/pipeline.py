@@ -22,30 +22,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import polars as pl
 
-from features.content.vectors import ItemVectors
-from features.ranking import RankingFeatures, build_item_table, user_states
+from features.ranking import RankingFeatures, user_states
+from features.ranking_examples import (
+    RankingExamples,
+    build_examples,
+    concat_examples,
+    feature_builder,
+    rerank,
+    user_attribute_columns,
+    user_vectors,
+)
 from recsys.atomic import atomic_path
+from recsys.bundle import Bundle, remove_unfinished, write_bundle
 from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import Candidate
 from recsys.config import ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.metrics import recall_at_k
-from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, format_table, prepare_evaluation, results_table, score_lists
-from recsys.evaluation.variants import EVALUATION_LISTS, save_lists
-from recsys.models import build_model
+from recsys.evaluation.protocol import (
+    EvaluationSetup,
+    ModelEvaluation,
+    format_table,
+    prepare_evaluation,
+    results_table,
+    score_lists,
+)
+from recsys.models.als_factors import ALSFactors
+from recsys.models.implicit_models import ALSRecommender
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
-from training.bundle import Bundle, remove_unfinished, write_bundle
-from training.reranker import RankingExamples, build_examples, concat_examples, rerank, train_ranker
+from recsys.registry import build_model
+from recsys.two_tower.recommender import TwoTowerRecommender
+from recsys.vectors import ItemVectors
+from training.content import run_content
+from training.reranker import train_ranker
 from training.stages import StageResult, StageRunner
 from training.tracking import log_metrics, register_bundle, start_run
+from training.variants import EVALUATION_LISTS, save_lists
 
 log = logging.getLogger(__name__)
-
-USER_CATEGORICAL_LIMIT = 50  # customer attribute values kept as categories (the rest are "other")
-
 
 @dataclass
 class PipelineOutcome:
@@ -77,10 +96,6 @@ def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVector
     Returns:
         The fitted candidate generator (its ``two_tower`` and ``als`` are the fitted models).
     """
-    from features.collaborative import ALSFactors
-    from recsys.models.implicit_models import ALSRecommender
-    from recsys.two_tower.recommender import TwoTowerRecommender
-
     als = ALSRecommender(config.models.als).fit(data)
     factors = ALSFactors.fit(data, config.models.als, model=als)
     tower_model = TwoTowerRecommender.from_config(config)
@@ -88,44 +103,6 @@ def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVector
         tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
     tower = tower_model.fit(data, als=factors, vectors=vectors)
     return CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors)
-
-
-def feature_builder(config: ProjectConfig, data: TrainingData, generator: CandidateGenerator, vectors: ItemVectors) -> RankingFeatures:
-    """The shared feature builder for one fitted retrieval fold (training and serving call this)."""
-    factors: dict[str, np.ndarray] = {}
-    if hasattr(generator, "als"):
-        factors["als"] = generator.als.item_factors
-    if hasattr(generator, "two_tower"):
-        factors["two_tower"] = generator.two_tower.item_vectors
-    table = build_item_table(data, list(config.data.items.columns.categorical), vectors, factors)
-    users = config.data.users
-    categorical: dict[str, list[str]] = {}
-    if users is not None and data.users is not None:
-        for c in users.categorical:
-            counts = data.users[c].cast(pl.String).value_counts(sort=True)
-            categorical[c] = [v for v in counts[c].to_list() if v is not None][:USER_CATEGORICAL_LIMIT]
-    numeric = list(users.numeric) if users is not None else []
-    return RankingFeatures(table, categorical, numeric, list(config.retrieval.candidates.sources))
-
-
-def user_vectors(generator: CandidateGenerator, user_ids: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Per factor model, the fitted vectors of the given users (unknown users are absent)."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, model, matrix in (
-        ("als", getattr(generator, "als", None), "user_factors"),
-        ("two_tower", getattr(generator, "two_tower", None), "user_vectors"),
-    ):
-        if model is None:
-            continue
-        rows = model.user_index.lookup(user_ids)
-        vecs = getattr(model, matrix)
-        out[name] = {u: vecs[r] for u, r in zip(user_ids, rows) if r >= 0}
-    return out
-
-
-def _attributes(config: ProjectConfig) -> list[str]:
-    users = config.data.users
-    return list(users.categorical) + list(users.numeric) if users is not None else []
 
 
 class Pipeline:
@@ -184,8 +161,6 @@ class Pipeline:
             log_metrics({f"{r['model']}.{m}": r[m] for r in table.to_dicts() for m in ("map@12", "recall@12", "ndcg@12", "recall@100") if m in r})
             log_metrics(evaluation.metrics)
             bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, parent.info.run_id)
-            import mlflow
-
             mlflow.set_tag("bundle_version", bundle.version)
             model_version = register_bundle(config, bundle.path, bundle.version, parent.info.run_id, evaluation.metrics)
             if model_version is not None:
@@ -201,8 +176,6 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
 
     def _content(self, out: Path, dataset: Dataset) -> dict[str, float]:
-        from features.content.pipeline import run_content
-
         result = run_content(self.config, dataset, train=True, progress=True)
         shutil.copy2(result.vectors_path, out / "item_vectors.npz")
         (out / "content.json").write_text(json.dumps({"encoder": result.encoder, "heads_dir": str(result.heads_dir) if result.heads_dir else None, "mlflow_run_id": result.run_id}, indent=2))
@@ -238,7 +211,7 @@ class Pipeline:
             candidates = _load_candidates(fold_dir / "candidates.parquet")
             users = list(candidates)
             truth = ground_truth(labels, users)
-            states = user_states(data, users, _attributes(self.config), user_vectors(generator, users))
+            states = user_states(data, users, user_attribute_columns(self.config), user_vectors(generator, users))
             parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
         assert features is not None
         examples = concat_examples(parts)
@@ -276,7 +249,7 @@ class Pipeline:
             lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max).as_dict()
         lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
         features = feature_builder(config, setup.train, generator, vectors)
-        states = user_states(setup.train, setup.users, _attributes(config), user_vectors(generator, setup.users))
+        states = user_states(setup.train, setup.users, user_attribute_columns(config), user_vectors(generator, setup.users))
         examples = build_examples(features, states, candidates, setup.train.item_index, features.sources)
         ranker = LambdaRankModel.load(ranker_dir / "ranker")
         reranked = rerank(ranker, examples, setup.train.item_index.ids, k_max)
@@ -390,8 +363,6 @@ def _save_candidates(candidates: dict[str, list[Any]], path: Path) -> None:
 
 
 def _load_candidates(path: Path) -> dict[str, list[Any]]:
-    from recsys.candidates.merge import Candidate
-
     frame = pl.read_parquet(path)
     out: dict[str, list[Any]] = {}
     for u, item, score, ranks in frame.iter_rows():

@@ -15,17 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from features.collaborative import ALSFactors
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import merge, tune_weights
 from recsys.candidates.sources import index_lists
 from recsys.config import ProjectConfig
 from recsys.data import Dataset
 from recsys.evaluation.metrics import recall_at_k
-from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, evaluate_model, prepare_evaluation, score_lists
+from recsys.evaluation.protocol import (
+    EvaluationSetup,
+    ModelEvaluation,
+    evaluate_model,
+    prepare_evaluation,
+    score_lists,
+)
 from recsys.index.faiss_index import ItemIndex, ann_recall
+from recsys.models.als_factors import ALSFactors
 from recsys.models.implicit_models import ALSRecommender
-from recsys.two_tower.recommender import TwoTowerRecommender, holdout
+from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender, holdout
+from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +103,7 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
 
     tracker = _Tracker(config, track)
     with tracker:
-        from recsys.two_tower.recommender import FeatureSettings
-
-        vectors = FeatureSettings.from_config(config).vectors(dataset.items)
+        vectors = FeatureSettings.from_config(config).vectors()
         tracker.params({"content_encoder": vectors.encoder, "retrieval": r.model_dump(), "als": config.models.als.model_dump()})
 
         t = time.perf_counter()
@@ -227,8 +232,6 @@ class _Tracker:
 
     def __enter__(self) -> "_Tracker":
         if self.enabled:
-            from training.tracking import start_run
-
             self._cm = start_run(self.config, "retrieval")
             self._cm.__enter__()
         return self
@@ -241,21 +244,15 @@ class _Tracker:
         if self.enabled:
             import mlflow
 
-            from training.tracking import flatten
-
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
 
     def epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
         if self.enabled:
-            from training.tracking import log_metrics
-
             log_metrics(metrics, step=epoch, prefix=f"two_tower_{stage}_")
 
     def final(self, summary: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        from training.tracking import log_metrics
-
         flat: dict[str, float] = {}
         for row in summary["test"]:
             flat.update({f"test_{row['model']}_{k}": v for k, v in row.items() if k != "model"})

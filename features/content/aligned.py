@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from features.content.backbones import ImageTower, TextTower
-from features.content.config import ContentConfig
 from features.content.encoders import CachedFeatures, ContentEncoder, text_key
 from features.content.heads import AlignmentHeads, load_heads
 from features.content.images import ImageInput, image_key
-from features.content.vectors import l2_normalise
+from recsys.content_config import ContentConfig
+from recsys.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
 

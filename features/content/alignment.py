@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from features.content.config import AlignmentSettings, EvaluationSettings
 from features.content.heads import AlignmentHeads
 from features.content.text import type_prompts
+from recsys.content_config import AlignmentSettings, EvaluationSettings
 from recsys.evaluation.metrics import recall_at_k, top_k_indices
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from features.content.config import ContentConfig
 from features.content.text import join_parts, render_texts
+from recsys.content_config import ContentConfig
 from recsys.data import Dataset
 
 log = logging.getLogger(__name__)

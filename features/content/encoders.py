@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from features.content.cache import VectorCache, cached_encode, content_hash
-from features.content.config import ContentConfig
 from features.content.images import ImageInput
 from features.content.text import join_parts
-from features.content.vectors import l2_normalise
+from recsys.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +86,6 @@ class CachedFeatures:
 def text_key(text: str) -> str:
     """Content hash of a text."""
     return content_hash(text)
-
-
-def build_encoder(config: ContentConfig, work_path: Path, heads_dir: str | Path | None = None) -> ContentEncoder:
-    """The configured backend, ready to encode.
-
-    Args:
-        config: the ``content`` section.
-        work_path: the project work dir (cache and heads live below it).
-        heads_dir: for ``aligned``, a specific heads version; default: the latest trained.
-
-    Raises:
-        FileNotFoundError: ``aligned`` heads have not been trained yet (run ``recsys content``).
-    """
-    cache_root = resolve(work_path, config.cache_dir)
-    if config.backend == "clip":
-        from features.content.clip import ClipEncoder
-
-        return ClipEncoder(config.clip.model, cache_root=cache_root, max_length=config.clip.max_length, threads=config.threads)
-    from features.content.aligned import AlignedEncoder
-    from features.content.heads import latest_heads
-
-    path = Path(heads_dir) if heads_dir is not None else latest_heads(resolve(work_path, config.heads_dir))
-    return AlignedEncoder.from_config(config, path, cache_root)
 
 
 def resolve(work_path: Path, path: str) -> Path:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.content.config import SearchSettings
 from features.content.encoders import ContentEncoder
 from features.content.images import ImageInput
-from features.content.vectors import ItemVectors, l2_normalise
+from recsys.content_config import SearchSettings
 from recsys.evaluation.metrics import top_k_indices
+from recsys.vectors import ItemVectors, l2_normalise
 
 
 @dataclass

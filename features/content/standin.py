@@ -1,31 +1,219 @@
-"""A stand-in content encoder: TF-IDF of the catalogue text reduced with truncated SVD.
+"""The ``standin`` content backend: TF-IDF + SVD text vectors and photo descriptors, fitted in seconds.
 
-It is a real (if shallow) content signal behind the :class:`~features.content.vectors.ItemVectors`
-interface, so retrieval and candidates can be built and measured before the learned encoders
-(features/content, issue 3) land. Switching to those is a file change: every consumer reads the
-configured ``retrieval.content_vectors`` path and only falls back to these vectors when it is absent.
+A real (if shallow) content signal for catalogues where the learned encoders are too slow or not
+wanted (the development bundle, CI, a first run on a new shop). Text and photo live in separate
+spaces, so the shared space is their concatenation: a text is ``[0 | text]``, a photo
+``[photo | 0]``, and a fused item vector ``[w_i * photo | w_t * text]`` (renormalised). A fused
+cosine is then a weighted mix of the photo cosine and the text cosine, and the two-stage search,
+similar items and the ranking features work on it unchanged.
+
+The fitted vocabulary and projection are saved as a versioned folder like the ``aligned`` heads
+(``<heads_dir>/<version>/standin.npz`` and ``<heads_dir>/LATEST``), so a bundle carries the encoder
+that made its vectors and can embed search queries.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from PIL import Image
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 
-from features.content.vectors import ItemVectors, l2_normalise
+from features.content.encoders import ContentEncoder
+from features.content.images import ImageInput
+from recsys.atomic import write_dir, write_text
+from recsys.vectors import ItemVectors, fuse, l2_normalise
 
 log = logging.getLogger(__name__)
 
 ENCODER = "standin-tfidf-svd"
+PHOTO_DIM = 64
+FILE = "standin.npz"
+_HUE_BINS, _SAT_BINS, _VAL_BINS = 8, 2, 2
+_LAYOUT = (4, 8)  # width x height cells of the silhouette part (photos are portrait)
+
+
+class StandinEncoder(ContentEncoder):
+    """TF-IDF (words and bigrams, sublinear tf) reduced by truncated SVD, beside 64-d photo descriptors.
+
+    Args:
+        terms: vocabulary, column order of ``idf`` and ``components``.
+        idf: (V,) inverse document frequencies.
+        components: (d, V) SVD projection.
+    """
+
+    def __init__(self, terms: np.ndarray, idf: np.ndarray, components: np.ndarray):
+        self.terms, self.idf, self.components = terms, idf.astype(np.float32), components.astype(np.float32)
+        self.text_dim = int(components.shape[0])
+        self.dim = PHOTO_DIM + self.text_dim
+        digest = hashlib.sha256(self.components.tobytes() + "\n".join(terms.tolist()).encode()).hexdigest()[:12]
+        self.identity = f"{ENCODER}{self.text_dim}-photo{PHOTO_DIM}-{digest}"
+        self._vectorizer = _vectorizer(min_df=1)
+        self._vectorizer.vocabulary_ = {t: i for i, t in enumerate(terms.tolist())}
+        self._vectorizer.idf_ = self.idf.astype(np.float64)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], dim: int = 128, seed: int = 0) -> StandinEncoder:
+        """Fit the text part on catalogue texts.
+
+        Args:
+            texts: one text per catalogue item.
+            dim: text vector size (fewer SVD components on a tiny vocabulary; the rest stay zero).
+            seed: SVD seed.
+
+        Returns:
+            The fitted encoder.
+
+        Raises:
+            ValueError: no text has a word.
+        """
+        lowered = [t.lower() for t in texts]
+        tfidf = _vectorizer(min_df=2 if len(lowered) > 1000 else 1)
+        try:
+            matrix = tfidf.fit_transform(lowered)
+        except ValueError as exc:  # scikit-learn: "empty vocabulary"
+            raise ValueError(f"the stand-in text encoder found no words in {len(lowered)} catalogue texts: {exc}") from exc
+        k = max(1, min(dim, matrix.shape[1] - 1, matrix.shape[0] - 1))
+        svd = TruncatedSVD(n_components=k, random_state=seed, algorithm="randomized", n_iter=4).fit(matrix)
+        components = np.zeros((dim, matrix.shape[1]), dtype=np.float32)
+        components[:k] = svd.components_
+        log.info("stand-in text encoder: %d texts, vocabulary %d, SVD to %d of %d dims", len(lowered), matrix.shape[1], k, dim)
+        return cls(np.asarray(tfidf.get_feature_names_out(), dtype=str), tfidf.idf_, components)
+
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, text_dim) unit vectors of the text part alone; a text with no known word gives a zero row."""
+        matrix = self._vectorizer.transform([t.lower() for t in texts])
+        return l2_normalise(np.asarray(matrix @ self.components.T, dtype=np.float32))
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """(n, dim) vectors ``[0 | text]``."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, PHOTO_DIM:] = self.text_vectors(texts)
+        return out
+
+    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        """(n, dim) vectors ``[photo | 0]``.
+
+        Raises:
+            ValueError: an image cannot be decoded (the message names it).
+        """
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for i, image in enumerate(images):
+            out[i, :PHOTO_DIM] = _descriptor_of(image)
+        return out
+
+    def save(self, heads_dir: str | Path) -> Path:
+        """Write a new version below ``heads_dir`` and point ``LATEST`` at it.
+
+        Args:
+            heads_dir: the versions folder (``content.heads_dir``).
+
+        Returns:
+            The version folder.
+        """
+        version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{self.identity.rsplit('-', 1)[-1]}"
+
+        def populate(tmp: Path) -> None:
+            np.savez(tmp / FILE, terms=self.terms, idf=self.idf, components=self.components)
+
+        heads_dir = Path(heads_dir)
+        folder = write_dir(heads_dir / version, populate, replace=True)
+        write_text(heads_dir / "LATEST", version + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> StandinEncoder:
+        """Read a version folder written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: the folder holds no stand-in encoder.
+        """
+        path = Path(folder) / FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no stand-in content encoder ({FILE}); run `recsys content` first")
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["terms"], z["idf"], z["components"])
+
+
+def _vectorizer(min_df: int) -> TfidfVectorizer:
+    return TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, sublinear_tf=True, dtype=np.float32)
+
+
+def _descriptor_of(image: ImageInput) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return photo_descriptor(image)
+    try:
+        with Image.open(image) as img:
+            return photo_descriptor(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"cannot decode image {image}: {exc}") from exc
+
+
+def photo_descriptor(image: Image.Image) -> np.ndarray:
+    """A 64-d descriptor of a product photo: foreground colour histogram + coarse silhouette.
+
+    Product photos show one article on a light background, so pixels close to white are treated
+    as background. Half the vector is a hue/saturation/value histogram of the foreground (colour),
+    half a 4x8 grid of foreground coverage (shape). Each half is centred and normalised, so the
+    cosine of two descriptors averages a colour and a shape similarity.
+
+    Args:
+        image: any PIL image (decoded by the caller, which enforces size limits).
+
+    Returns:
+        (64,) float32, unit length (zeros only for a degenerate image).
+    """
+    if image.format == "JPEG":
+        image.draft("RGB", (64, 96))  # decode at reduced scale: ~10x faster for catalogue photos
+    small = np.asarray(image.convert("RGB").resize((_LAYOUT[0] * 4, _LAYOUT[1] * 4), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    flat = small.reshape(-1, 3)
+    foreground = flat.min(axis=1) < 0.9
+    if foreground.sum() < 8:  # nearly blank photo: use every pixel
+        foreground = np.ones(len(flat), dtype=bool)
+    hsv = _rgb_to_hsv(flat[foreground])
+    h = np.minimum((hsv[:, 0] * _HUE_BINS).astype(int), _HUE_BINS - 1)
+    s = np.minimum((hsv[:, 1] * _SAT_BINS).astype(int), _SAT_BINS - 1)
+    v = np.minimum((hsv[:, 2] * _VAL_BINS).astype(int), _VAL_BINS - 1)
+    hist = np.bincount((h * _SAT_BINS + s) * _VAL_BINS + v, minlength=_HUE_BINS * _SAT_BINS * _VAL_BINS).astype(np.float32)
+    colour = np.sqrt(hist / hist.sum())
+    cover = foreground.reshape(_LAYOUT[1] * 4, _LAYOUT[0] * 4).astype(np.float32)
+    layout = cover.reshape(_LAYOUT[1], 4, _LAYOUT[0], 4).mean(axis=(1, 3)).reshape(-1)
+    parts = [colour - colour.mean(), layout - layout.mean()]
+    out = np.concatenate([p / max(float(np.linalg.norm(p)), 1e-6) for p in parts]) / np.sqrt(2.0)
+    return out.astype(np.float32)
+
+
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """Vectorised colorsys.rgb_to_hsv for an (n, 3) array in [0, 1]."""
+    maxc, minc = rgb.max(axis=1), rgb.min(axis=1)
+    delta = maxc - minc
+    safe = np.where(delta > 0, delta, 1.0)
+    r, g, b = (rgb[:, i] for i in range(3))
+    hue = np.where(maxc == r, (g - b) / safe, np.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = np.where(delta > 0, (hue / 6.0) % 1.0, 0.0)
+    sat = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1.0), 0.0)
+    return np.stack([hue, sat, maxc], axis=1).astype(np.float32)
 
 
 def catalogue_text(items: pl.DataFrame, columns: list[str]) -> list[str]:
-    """One lower-cased string per catalogue row from the configured text columns (nulls skipped).
+    """One lower-cased string per catalogue row from the given text columns (nulls skipped).
+
+    Args:
+        items: the catalogue.
+        columns: text columns to join.
+
+    Returns:
+        One text per row.
 
     Raises:
-        ValueError: a configured column is missing from the catalogue.
+        ValueError: no column is given, or one is missing from the catalogue.
     """
     missing = [c for c in columns if c not in items.columns]
     if missing:
@@ -37,60 +225,21 @@ def catalogue_text(items: pl.DataFrame, columns: list[str]) -> list[str]:
 
 
 def build_standin_vectors(items: pl.DataFrame, text_columns: list[str], dim: int = 128, seed: int = 0) -> ItemVectors:
-    """TF-IDF (words and bigrams) -> truncated SVD -> L2-normalised ``dim``-d vectors.
+    """Text-only stand-in vectors of a catalogue (no photos read): for tests and quick experiments.
 
     Args:
         items: the catalogue (``item_id`` first; ``has_image`` is copied when present).
         text_columns: columns joined into each item's text.
-        dim: output size (clipped below the vocabulary size for tiny catalogues).
+        dim: text vector size.
         seed: SVD seed.
 
     Returns:
-        ItemVectors with ``text`` = ``fused`` = the SVD vectors and zero ``image`` rows, labelled
-        ``encoder="standin-tfidf-svd"``.
+        ItemVectors whose ``fused`` is the text part (zero image rows), from :class:`StandinEncoder`.
     """
-    from sklearn.decomposition import TruncatedSVD  # imported here: only the stand-in needs scikit-learn
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     texts = catalogue_text(items, text_columns)
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(texts) > 1000 else 1, sublinear_tf=True, dtype=np.float32)
-    matrix = tfidf.fit_transform(texts)
-    k = max(1, min(dim, matrix.shape[1] - 1, matrix.shape[0] - 1))
-    log.info("stand-in content vectors: %d items, vocabulary %d, SVD to %d dims", matrix.shape[0], matrix.shape[1], k)
-    reduced = TruncatedSVD(n_components=k, random_state=seed, algorithm="randomized", n_iter=4).fit_transform(matrix)
-    vectors = np.zeros((len(texts), dim), dtype=np.float32)
-    vectors[:, :k] = l2_normalise(reduced.astype(np.float32))
-    has_image = items["has_image"].to_numpy() if "has_image" in items.columns else np.zeros(len(texts), dtype=bool)
-    return ItemVectors(
-        item_ids=np.asarray(items["item_id"].to_list(), dtype=str),
-        image=np.zeros_like(vectors),
-        text=vectors,
-        fused=vectors.copy(),
-        has_image=has_image.astype(bool),
-        encoder=f"{ENCODER}-{dim}",
-    )
-
-
-def load_or_build(path: Path, standin_path: Path, items: pl.DataFrame, text_columns: list[str], dim: int = 128) -> ItemVectors:
-    """The configured content vectors when present, else the cached stand-in (built on first use).
-
-    Args:
-        path: the real ItemVectors file (from the content encoders).
-        standin_path: where the stand-in is cached.
-        items: the catalogue (used only to build the stand-in).
-        text_columns: catalogue text columns.
-        dim: stand-in size.
-    """
-    if path.is_file():
-        vectors = ItemVectors.load(path)
-        log.info("content vectors from %s (encoder %s, %d items x %d)", path, vectors.encoder, len(vectors.item_ids), vectors.dim)
-        return vectors
-    if standin_path.is_file():
-        vectors = ItemVectors.load(standin_path)
-        if len(vectors.item_ids) == items.height and vectors.encoder == f"{ENCODER}-{dim}":
-            log.warning("%s not found: using cached stand-in content vectors %s", path, standin_path)
-            return vectors
-    log.warning("%s not found: building stand-in content vectors (%s) at %s", path, ENCODER, standin_path)
-    vectors = build_standin_vectors(items, text_columns, dim)
-    vectors.save(standin_path)
-    return vectors
+    encoder = StandinEncoder.fit(texts, dim, seed)
+    text = encoder.encode_texts(texts)
+    image = np.zeros_like(text)
+    has_image = np.zeros(len(texts), dtype=bool)
+    return ItemVectors(np.asarray(items["item_id"].cast(pl.String).to_list(), dtype=str), image, text,
+                       fuse(image, text, has_image, 0.5, 0.5), has_image, encoder.identity)

@@ -16,16 +16,16 @@ from typing import Any, Self
 
 import numpy as np
 
-from features.content.vectors import ItemVectors
+from recsys.candidates import sources as src
+from recsys.candidates.merge import Candidate, SourceLists, merge
 from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
 from recsys.data.interactions import TrainingData
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import Recommendations, Recommender, write_atomic_dir
 from recsys.models.history import HistoryRecommender
 from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
-from recsys.candidates import sources as src
-from recsys.candidates.merge import Candidate, SourceLists, merge
-from recsys.two_tower.recommender import TwoTowerRecommender
+from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender
+from recsys.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,12 @@ class CandidateGenerator(Recommender):
                 log.warning("candidates: catalogue has no %r column (retrieval.candidates.product_column); same_product is empty", column)
                 codes = [None] * data.n_items
             self.product_codes, self.product_groups = src.product_groups(codes, self.history.fallback_scores)
-        if "content" in wanted:
-            if vectors is None:
-                if p is None:
-                    raise ValueError("candidates: the content source needs content vectors or a project config")
-                from recsys.two_tower.recommender import FeatureSettings
-
-                vectors = FeatureSettings.from_config(p).vectors(data.items)
+        if "content" in wanted and vectors is None and p is not None:
+            vectors = FeatureSettings.from_config(p).vectors()
+        if "content" in wanted and vectors is None:
+            log.warning("candidates: no content vectors, so the content source proposes nothing")
+        elif "content" in wanted:
+            assert vectors is not None
             self.content = vectors.aligned(data.item_index.ids, p.retrieval.content_kind if p else "fused")
             # Items bought in the window: the assortment still on sale (a week-old catalogue entry
             # that nobody bought is rarely bought tomorrow).
@@ -124,6 +123,8 @@ class CandidateGenerator(Recommender):
                 vectors = self.two_tower.user_vectors[np.clip(rows, 0, None)]
                 lists = src.index_lists(self.tower_index, users, vectors, k)
                 out[source] = {u: (lists[u] if ok else []) for u, ok in zip(users, known)}
+            elif source == "content" and not hasattr(self, "content"):
+                out[source] = {u: [] for u in users}
             elif source == "content":
                 out[source] = src.content_lists(self.content, self.content_index, self.history, users, k, self.config.recent_items)
             elif source == "same_product":
@@ -209,15 +210,6 @@ class CandidateGenerator(Recommender):
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:  # pragma: no cover
         raise NotImplementedError
-
-
-def _register() -> None:
-    from recsys.models import register_model
-
-    register_model("candidates", CandidateGenerator.from_config, CandidateGenerator)
-
-
-_register()
 
 
 def _saved_index(directory: Path, item_ids: np.ndarray) -> ItemIndex | None:

@@ -25,7 +25,6 @@ import faiss
 import numpy as np
 
 from recsys.atomic import write_dir
-
 from recsys.config import IndexConfig
 
 FORMAT_VERSION = 1

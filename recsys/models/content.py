@@ -9,7 +9,7 @@ For each user, the last ``history_items`` distinct items are weighted by recency
 as ``centroid_weight * centroid + (1 - centroid_weight) * max``. The max term keeps a user
 with two unrelated tastes (jeans and swimwear) from being averaged into neither; an item the
 user bought has similarity 1 to itself, so re-purchases rank high, as they do in the data.
-Vectors come from the content stage (:class:`features.content.vectors.ItemVectors`).
+Vectors come from the content stage (:class:`recsys.vectors.ItemVectors`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from features.content.config import RecommenderSettings
-from features.content.vectors import ItemVectors, l2_normalise
 from recsys.config import ProjectConfig
+from recsys.content_config import RecommenderSettings
 from recsys.data.interactions import TrainingData
 from recsys.data.stats import item_counts
 from recsys.models.base import ScoringRecommender
 from recsys.models.serialization import csr_from_arrays, csr_to_arrays
+from recsys.vectors import ItemVectors, l2_normalise
 
 
 class ContentRecommender(ScoringRecommender):

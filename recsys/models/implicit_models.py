@@ -14,7 +14,13 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares
 from implicit.bpr import BayesianPersonalizedRanking
-from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, TFIDFRecommender, bm25_weight, tfidf_weight
+from implicit.nearest_neighbours import (
+    BM25Recommender,
+    CosineRecommender,
+    TFIDFRecommender,
+    bm25_weight,
+    tfidf_weight,
+)
 from implicit.utils import ParameterWarning
 
 from recsys.config import ALSConfig, BPRConfig, ItemKNNConfig

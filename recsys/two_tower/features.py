@@ -20,9 +20,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from features.collaborative import ALSFactors
-from features.content.vectors import ItemVectors, l2_normalise
 from recsys.data.interactions import TrainingData
+from recsys.models.als_factors import ALSFactors
+from recsys.vectors import ItemVectors, l2_normalise
 
 DAY = dt.timedelta(days=1)
 
@@ -92,12 +92,12 @@ class Queries:
         return cls(**{f.name: arrays[f"{prefix}_{f.name}"] for f in fields(cls)})
 
 
-def build_item_table(data: TrainingData, vectors: ItemVectors, als: ALSFactors, categorical: list[str], kind: str = "fused") -> ItemTable:
+def build_item_table(data: TrainingData, vectors: ItemVectors | None, als: ALSFactors, categorical: list[str], kind: str = "fused") -> ItemTable:
     """Item features for every item of ``data.item_index``.
 
     Args:
         data: the training window (its catalogue and purchases).
-        vectors: content vectors (items missing from the file get zero rows).
+        vectors: content vectors (items missing from the file get zero rows); None: no content block.
         als: ALS factors fitted on ``data`` (zero rows for never-bought items).
         categorical: catalogue metadata columns to embed.
         kind: which content vector to use (fused, text or image).
@@ -128,7 +128,7 @@ def build_item_table(data: TrainingData, vectors: ItemVectors, als: ALSFactors, 
         p = (p - p.mean()) / (p.std() + 1e-6)
         price_feats[price["item_idx"].to_numpy(), 0] = p
         price_feats[price["item_idx"].to_numpy(), 1] = 1.0  # "price known" flag: cold items have none
-    content = vectors.aligned(data.item_index.ids, kind)
+    content = vectors.aligned(data.item_index.ids, kind) if vectors is not None else np.zeros((data.n_items, 0), dtype=np.float32)
     dense = np.concatenate([content, als.item_vectors(data.item_index.ids), price_feats], axis=1).astype(np.float32)
     return ItemTable(data.item_index.ids, categories, list(categorical), sizes, dense, counts > 0, counts)
 

@@ -9,70 +9,86 @@ catalogue, cold items from content and metadata alone) are kept; a score is thei
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import numpy as np
 import polars as pl
+import torch
 
-from features.collaborative import ALSFactors
-from features.content.standin import load_or_build
-from features.content.vectors import ItemVectors
-from recsys.config import ALSConfig, ProjectConfig, RetrievalConfig, TwoTowerConfig
+from recsys.config import ALSConfig, ProjectConfig, TwoTowerConfig
 from recsys.data.interactions import TrainingData
+from recsys.models.als_factors import ALSFactors
 from recsys.models.base import ScoringRecommender
-from recsys.two_tower.features import ItemTable, build_item_table, inference_queries, training_examples, user_attributes
+from recsys.two_tower.features import (
+    ItemTable,
+    build_item_table,
+    inference_queries,
+    training_examples,
+    user_attributes,
+)
+from recsys.two_tower.model import TwoTower
 from recsys.two_tower.spec import TowerSpec
-
-if TYPE_CHECKING:
-    from recsys.two_tower.train import TrainResult
+from recsys.two_tower.train import TrainResult, ValidationSet, item_vectors, train, user_vectors
+from recsys.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class FeatureSettings:
-    """What the two-tower reads besides the interactions (from the project config)."""
+    """What the two-tower reads besides the interactions (from the project config).
+
+    Attributes:
+        item_categorical: catalogue columns embedded by the item tower.
+        user_categorical: customer attribute columns embedded by the user tower.
+        user_numeric: numeric customer attributes.
+        text_columns: catalogue text columns (kept for the model card).
+        content_path: the content stage's ItemVectors file (``content.vectors_path``), or None.
+        content_kind: which vectors of that file feed the towers.
+    """
 
     item_categorical: list[str]
     user_categorical: list[str]
     user_numeric: list[str]
     text_columns: list[str]
     content_path: str | None = None
-    standin_path: str | None = None
     content_kind: str = "fused"
-    standin_dim: int = 128
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> "FeatureSettings":
-        r: RetrievalConfig = config.retrieval
+        """The settings of a project config.
+
+        Args:
+            config: the project config.
+
+        Returns:
+            Columns from ``data``, the vectors file from ``content.vectors_path``.
+        """
         users = config.data.users
+        path = Path(config.content.vectors_path)
         return cls(
             item_categorical=list(config.data.items.columns.categorical),
             user_categorical=list(users.categorical) if users else [],
             user_numeric=list(users.numeric) if users else [],
             text_columns=list(config.data.items.columns.text),
-            content_path=str(config.work_path / r.content_vectors),
-            standin_path=str(config.work_path / "content" / f"standin_item_vectors_{r.standin_dim}.npz"),
-            content_kind=r.content_kind,
-            standin_dim=r.standin_dim,
+            content_path=str(path if path.is_absolute() else config.work_path / path),
+            content_kind=config.retrieval.content_kind,
         )
 
-    def vectors(self, items: pl.DataFrame) -> ItemVectors:
-        """The configured content vectors, or the TF-IDF stand-in (cached under the work dir)."""
-        if self.content_path is None or self.standin_path is None:
-            from features.content.standin import build_standin_vectors
-
-            return build_standin_vectors(items, self.text_columns, self.standin_dim)
-        return load_or_build(Path(self.content_path), Path(self.standin_path), items, self.text_columns, self.standin_dim)
+    def vectors(self) -> ItemVectors | None:
+        """The content stage's vectors, or None when it has written none (the towers then use no content block)."""
+        if self.content_path is None or not Path(self.content_path).is_file():
+            log.warning("no content vectors at %s: the two-tower trains without a content block", self.content_path)
+            return None
+        return ItemVectors.load(Path(self.content_path))
 
 
 def holdout(data: TrainingData, days: int) -> tuple[TrainingData, dict[int, np.ndarray]]:
     """Split off the last ``days`` of a window: (earlier part, truth rows per earlier-part user row)."""
-    import datetime as dt
-
     cut = data.as_of - dt.timedelta(days=days)
     ts = pl.col("timestamp")
     inner = TrainingData.build(data.interactions.filter(ts < cut), data.items, data.users, as_of=cut)
@@ -119,7 +135,7 @@ class TwoTowerRecommender(ScoringRecommender):
     def from_config(cls, config: ProjectConfig) -> Self:
         return cls(config.retrieval.two_tower, config.models.als, FeatureSettings.from_config(config))
 
-    def _prepare(self, data: TrainingData, vectors: ItemVectors, als: ALSFactors | None) -> tuple[TowerSpec, ItemTable, ALSFactors, np.ndarray]:
+    def _prepare(self, data: TrainingData, vectors: ItemVectors | None, als: ALSFactors | None) -> tuple[TowerSpec, ItemTable, ALSFactors, np.ndarray]:
         c, f = self.config, self.features
         als = als or ALSFactors.fit(data, self.als_config)
         items = build_item_table(data, vectors, als, f.item_categorical, f.content_kind)
@@ -139,15 +155,13 @@ class TwoTowerRecommender(ScoringRecommender):
         hook = self.on_epoch
         return lambda epoch, metrics: hook(stage, epoch, metrics)
 
-    def early_stopping_run(self, data: TrainingData, truth: dict[int, np.ndarray], vectors: ItemVectors) -> TrainResult:
+    def early_stopping_run(self, data: TrainingData, truth: dict[int, np.ndarray], vectors: ItemVectors | None) -> TrainResult:
         """Train on ``data`` with early stopping on Recall@k of ``truth`` (held-out items per user row).
 
         Also keeps, in memory only, the held-out users' ids and the run's user and item vectors
         (``holdout_user_ids``, ``holdout_user_vectors``, ``holdout_item_vectors``) so a caller can
         tune downstream stages on the same held-out window without training again.
         """
-        from recsys.two_tower.train import ValidationSet, item_vectors, train, user_vectors
-
         c = self.config
         spec, items, als, attrs = self._prepare(data, vectors, None)
         queries, targets = training_examples(data, items, als, attrs, c.recency_half_life_days, c.max_history)
@@ -168,13 +182,12 @@ class TwoTowerRecommender(ScoringRecommender):
         Args:
             data: the training window.
             als: ALS factors already fitted on ``data`` (fitted here when None).
-            vectors: content vectors (read from the configured file, or the stand-in, when None).
+            vectors: content vectors (read from the configured file when None; without one the towers
+                have no content block).
         """
-        from recsys.two_tower.train import item_vectors, train, user_vectors
-
         c = self.config
         self._fit_common(data)
-        vectors = vectors or self.features.vectors(data.items)
+        vectors = vectors or self.features.vectors()
         epochs = c.max_epochs
         if c.validation_days:
             inner, truth = holdout(data, c.validation_days)
@@ -204,10 +217,6 @@ class TwoTowerRecommender(ScoringRecommender):
 
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        import torch
-
-        from recsys.two_tower.model import TwoTower
-
         model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**params["features"]))
         model._load_common(arrays)
         model.item_vectors, model.user_vectors = arrays["item_vectors"], arrays["user_vectors"]
@@ -220,10 +229,3 @@ class TwoTowerRecommender(ScoringRecommender):
         return model
 
 
-def _register() -> None:
-    from recsys.models import register_model
-
-    register_model("two_tower", TwoTowerRecommender.from_config, TwoTowerRecommender)
-
-
-_register()

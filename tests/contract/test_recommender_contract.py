@@ -1,6 +1,6 @@
 """The contract every recommender in the registry honours (after implicit's shared test mixin).
 
-Each model registered in ``recsys.models.MODEL_FACTORIES`` is fitted on the synthetic shop and
+Each model registered in ``recsys.registry.MODEL_FACTORIES`` is fitted on the synthetic shop and
 checked for: top-k shape and order, catalogue ids only, unknown users answered (not raised),
 seen-item exclusion, determinism, and a pickle-free save/load round trip that reproduces the
 recommendations exactly. A new model gets all of this by registering itself.
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.content.vectors import ItemVectors, l2_normalise
+from recsys.vectors import ItemVectors, l2_normalise
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
-from recsys.models import MODEL_CLASSES, MODEL_FACTORIES, Recommender, build_model
+from recsys.models import Recommender
+from recsys.registry import MODEL_CLASSES, MODEL_FACTORIES, build_model
 from tests.conftest import make_shop, shop_config
 
 K = 5

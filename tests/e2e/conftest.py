@@ -15,7 +15,7 @@ import pytest
 from recsys.config import PROJECT_ROOT, load_config
 from serving.dev_service import DevService, DevSettings
 from tests.e2e.live import Server, ServerError, free_port, run_server, stop  # noqa: F401  (re-exported for the tests)
-from training.bundle import set_latest
+from recsys.bundle import set_latest
 
 VERSIONS = ("v-e2e-a", "v-e2e-b")
 BROKEN = "v-e2e-broken"

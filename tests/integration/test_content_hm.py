@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.content.encoders import build_encoder
-from features.content.pipeline import run_content
+from features.content.backends import build_encoder
+from training.content import run_content
 from features.content.search import ContentSearch
-from features.content.vectors import ItemVectors
+from recsys.vectors import ItemVectors
 from recsys.config import ProjectConfig, deep_merge
 from recsys.data import Dataset, load_dataset
 

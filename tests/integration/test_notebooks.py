@@ -30,7 +30,7 @@ def test_offline_ab_reads_a_training_runs_lists_and_agrees_with_its_table(small_
     """Variants from the bundle's evaluated lists give exactly the numbers of the run's own table."""
     import polars as pl
 
-    from training.bundle import load_bundle
+    from recsys.bundle import load_bundle
 
     executed, html = run_notebook(
         NOTEBOOK_DIR / "offline_ab.py",

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.collaborative import ALSFactors
+from recsys.models.als_factors import ALSFactors
 from features.content.standin import build_standin_vectors
 from recsys.config import ProjectConfig
 from recsys.data import load_dataset

@@ -25,7 +25,7 @@ def trained(small_bundle: Path) -> Path:
 
 
 def test_bundle_and_table(trained: Path) -> None:
-    from training.bundle import load_bundle
+    from recsys.bundle import load_bundle
 
     bundle = load_bundle(trained)
     m = bundle.manifest
@@ -44,7 +44,7 @@ def test_run_tree_and_registered_model(trained: Path) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from training.bundle import load_bundle
+    from recsys.bundle import load_bundle
     from training.tracking import configure
 
     bundle = load_bundle(trained)
@@ -74,8 +74,7 @@ def test_serving_path_features_equal_training_path(trained: Path) -> None:
     from features.ranking import user_states
     from recsys.candidates.generator import CandidateGenerator
     from serving.bundle_service import BundleService
-    from training.pipeline import _attributes, feature_builder, user_vectors
-    from training.reranker import build_examples
+    from features.ranking_examples import build_examples, feature_builder, user_attribute_columns, user_vectors
 
     service = BundleService.load(trained)
     config = load_config(PROJECT_ROOT / "configs" / "hm_small.yaml")
@@ -84,10 +83,10 @@ def test_serving_path_features_equal_training_path(trained: Path) -> None:
     generator = CandidateGenerator.load(trained / "generator")
     users = data.user_index.ids[:3].tolist()
     candidates = generator.generate(users)
-    from features.content.vectors import ItemVectors
+    from recsys.vectors import ItemVectors
 
     features = feature_builder(config, data, generator, ItemVectors.load(trained / "item_vectors.npz"))
-    states = user_states(data, users, _attributes(config), user_vectors(generator, users))
+    states = user_states(data, users, user_attribute_columns(config), user_vectors(generator, users))
     offline = build_examples(features, states, candidates, data.item_index, features.sources)
     # Serving path: the service's own feature computation for the same users and candidates.
     start = 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recsys.config import PROJECT_ROOT
-from training.bundle import BundleError, load_bundle, remove_unfinished, resolve_bundle, write_bundle
+from recsys.bundle import BundleError, load_bundle, remove_unfinished, resolve_bundle, write_bundle
 
 
 def _populate(text: str):
@@ -67,7 +67,7 @@ def test_killed_build_does_not_move_latest(tmp_path: Path) -> None:
     script = f"""
 import time
 from pathlib import Path
-from training.bundle import write_bundle
+from recsys.bundle import write_bundle
 def slow(d):
     (d / "part.bin").write_bytes(b"x" * 1000)
     print("writing", flush=True)

@@ -12,7 +12,7 @@ from recsys.candidates.merge import merge, merge_user, tune_weights
 from recsys.candidates.sources import history_lists, recent_items
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
-from recsys.models import build_model
+from recsys.registry import build_model
 from tests.conftest import make_shop, shop_config
 
 TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}

@@ -20,7 +20,7 @@ from features.content.alignment import (
     train_heads,
     zero_shot_classes,
 )
-from features.content.config import AlignmentSettings, EvaluationSettings
+from recsys.content_config import AlignmentSettings, EvaluationSettings
 from features.content.heads import AlignmentHeads, latest_heads, load_heads, save_heads
 
 TYPES = ["dress", "shirt", "boots", "hat"]

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from features.content.clip import ClipEncoder
-from features.content.config import ContentConfig
-from features.content.encoders import build_encoder
+from recsys.content_config import ContentConfig
+from features.content.backends import build_encoder
 
 
 def save_tiny_clip(directory: Path, seed: int = 0) -> Path:

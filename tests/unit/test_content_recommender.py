@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.content.config import RecommenderSettings
-from features.content.vectors import ItemVectors, l2_normalise
+from recsys.content_config import RecommenderSettings
+from recsys.vectors import ItemVectors, l2_normalise
 from recsys.data import TrainingData
-from recsys.models import MODEL_CLASSES
+from recsys.registry import MODEL_CLASSES
 from recsys.models.content import ContentRecommender
 
 # Four directions: dresses (x), jeans (y), boots (z), hats (w); two items per direction + a near copy.

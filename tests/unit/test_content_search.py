@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from features.content.config import SearchSettings
+from recsys.content_config import SearchSettings
 from features.content.encoders import ContentEncoder
 from features.content.images import ImageInput
 from features.content.search import ContentSearch
-from features.content.vectors import ItemVectors, fuse, l2_normalise
+from recsys.vectors import ItemVectors, fuse, l2_normalise
 
 
 def unit(*xs: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from serving.dev_service import DevService
 from serving.reload import ReloadError, ServiceHolder, load_service
 from serving.service import Query, ScoredItem
 from tests.unit.serving_fixtures import shop_service
-from training.bundle import set_latest
+from recsys.bundle import set_latest
 
 
 @pytest.fixture(scope="module")

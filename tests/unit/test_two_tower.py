@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from features.collaborative import ALSFactors
+from recsys.models.als_factors import ALSFactors
 from features.content.standin import build_standin_vectors
 from recsys.config import ProjectConfig, TwoTowerConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
@@ -49,7 +49,7 @@ def test_training_examples_see_only_the_past() -> None:
 
     import polars as pl
 
-    from features.content.vectors import ItemVectors
+    from recsys.vectors import ItemVectors
     from recsys.config import ALSConfig
 
     day = lambda d: dt.datetime(2024, 1, d)  # noqa: E731

@@ -1,30 +1,25 @@
 """Typed settings of the content-embedding stage (the ``content:`` section of a project config).
 
-This module imports nothing from the rest of the project so that :mod:`recsys.config` can
-embed :class:`ContentConfig` without an import cycle.
+:mod:`recsys.config` embeds :class:`ContentConfig` as the ``content`` section.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from recsys.config_base import StrictModel
 
 
-class _Section(BaseModel):
-    """Unknown keys are errors (a typo must not silently fall back to a default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClipSettings(_Section):
+class ClipSettings(StrictModel):
     """The ``clip`` backend: a transformers CLIP checkpoint from a local folder or a hub id."""
 
     model: str = Field(default="openai/clip-vit-base-patch32", description="local directory or hub id")
     max_length: int = Field(default=77, ge=8)
 
 
-class BackboneSettings(_Section):
+class BackboneSettings(StrictModel):
     """The frozen towers of the ``aligned`` backend (both ship inside registry wheels)."""
 
     # Portrait input keeps the H&M 2:3 photo aspect without padding and costs ~25% fewer pixels
@@ -34,7 +29,7 @@ class BackboneSettings(_Section):
     text_max_length: int = Field(default=128, ge=8)
 
 
-class AlignmentSettings(_Section):
+class AlignmentSettings(StrictModel):
     """Contrastive (LiT-style) training of the projection heads over frozen backbone features."""
 
     dim: int = Field(default=256, ge=8, description="shared embedding size")
@@ -54,7 +49,7 @@ class AlignmentSettings(_Section):
     seed: int = 0
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(StrictModel):
     """How alignment is measured on held-out items."""
 
     retrieval_items: int = Field(default=1000, ge=10)
@@ -62,14 +57,14 @@ class EvaluationSettings(_Section):
     zero_shot_prompts: list[str] = ["a photo of a {type}", "a {type}", "{type}", "a product photo of a {type}"]
 
 
-class FusionSettings(_Section):
+class FusionSettings(StrictModel):
     """Weights of image and text in the fused item vector (renormalised afterwards)."""
 
     image_weight: float = Field(default=0.5, ge=0)
     text_weight: float = Field(default=0.5, ge=0)
 
 
-class SearchSettings(_Section):
+class SearchSettings(StrictModel):
     """Two-stage multimodal search: equal-weight candidate pass, then a text-heavy rerank."""
 
     candidates: int = Field(default=200, ge=1)
@@ -77,7 +72,7 @@ class SearchSettings(_Section):
     rerank_text_weight: float = Field(default=0.9, ge=0, le=1)
 
 
-class RecommenderSettings(_Section):
+class RecommenderSettings(StrictModel):
     """The content-only recommender: similarity of each item to the user's recent history."""
 
     history_items: int = Field(default=20, ge=1, description="most recent distinct items used")
@@ -89,18 +84,20 @@ class RecommenderSettings(_Section):
     )
 
 
-class ContentConfig(_Section):
+class ContentConfig(StrictModel):
     """Everything the content stage reads.
 
     Attributes:
-        backend: ``aligned`` (offline default) or ``clip``.
+        backend: ``aligned`` (offline default: frozen backbones + trained heads), ``clip`` (a local
+            CLIP checkpoint) or ``standin`` (TF-IDF + SVD text and photo descriptors, fitted in seconds).
         text_parts: item text templates (``{column}`` placeholders, empty when null); an item's
             text is the parts joined, its text feature the normalised sum of the parts' features.
         short_views: extra short texts per item used as alignment targets (also templates).
         cache_dir / vectors_path / heads_dir: below the project work dir unless absolute.
     """
 
-    backend: Literal["aligned", "clip"] = "aligned"
+    backend: Literal["aligned", "clip", "standin"] = "aligned"
+    standin_dim: int = Field(default=128, ge=2, description="text vector size of the ``standin`` backend (TF-IDF + SVD)")
     # The item text is encoded in parts whose frozen features are summed: colour variants share
     # their name + description, so the expensive part is encoded once per product, and the
     # attribute part has only ~33k distinct values. This halves the tokens for the catalogue's

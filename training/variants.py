@@ -25,7 +25,6 @@ from recsys.atomic import atomic_path
 from recsys.config import ProjectConfig
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, score_lists
 
-
 EVALUATION_LISTS = "evaluation_lists"  # folder of evaluated lists in a bundle and in a training run's MLflow artifacts
 
 
@@ -53,7 +52,7 @@ def resolve_variant(spec: str, config: ProjectConfig, setup: EvaluationSetup, k:
     Raises:
         ValueError: an unknown spec kind or a lists file without the required columns.
     """
-    from recsys.models import build_model
+    from recsys.registry import build_model
 
     k = k or max(config.evaluation.k, *config.evaluation.recall_ks)
     kind, _, target = spec.partition(":") if ":" in spec else ("model", "", spec)
@@ -101,7 +100,7 @@ def load_lists(path: Path, k: int) -> dict[str, list[str]]:
 
 def bundle_lists_path(target: str, config: ProjectConfig) -> Path:
     """``<list>[@<version or path>]`` -> the list's parquet inside a model bundle."""
-    from training.bundle import resolve_bundle
+    from recsys.bundle import resolve_bundle
 
     list_name, _, where = target.partition("@")
     if where and Path(where).is_dir():

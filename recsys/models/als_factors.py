@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -26,10 +26,7 @@ import scipy.sparse as sp
 from recsys.atomic import save_npz
 from recsys.config import ALSConfig
 from recsys.data.interactions import IdIndex, TrainingData
-from recsys.models.implicit_models import solve_user_factors, weight_new_rows, weighting_stats
-
-if TYPE_CHECKING:  # the registry imports this module's users, so import the model lazily
-    from recsys.models.implicit_models import ALSRecommender
+from recsys.models.implicit_models import ALSRecommender, solve_user_factors, weight_new_rows, weighting_stats
 
 
 @dataclass
@@ -68,8 +65,6 @@ class ALSFactors:
             model: an ALSRecommender already fitted on ``data``.
         """
         if model is None:
-            from recsys.models.implicit_models import ALSRecommender
-
             model = ALSRecommender(config).fit(data)
         idf, average_length = weighting_stats(data.user_items)
         return cls(

@@ -1,7 +1,8 @@
-"""The content stage end to end: backbone features (cached) -> alignment -> evaluation -> item vectors.
+"""The content stage of a training run (MLflow-tracked): backbone features (cached) -> alignment -> evaluation -> item vectors.
 
-``recsys content`` calls :func:`run_content`. With the ``clip`` backend there is nothing to
-train: the catalogue is encoded with the checkpoint and evaluated on the same held-out items.
+``recsys content`` and ``recsys train`` call :func:`run_content`. With the ``clip`` backend there is
+nothing to train: the catalogue is encoded with the checkpoint and evaluated on the same held-out
+items; the ``standin`` backend fits its TF-IDF vocabulary on the catalogue texts in seconds.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from features.content.alignment import (
     train_heads,
     zero_shot_classes,
 )
+from features.content.backends import build_encoder
 from features.content.catalogue import CatalogueInputs, catalogue_inputs
-from features.content.config import ContentConfig
-from features.content.encoders import ContentEncoder, build_encoder, resolve
+from features.content.encoders import ContentEncoder, resolve
 from features.content.heads import save_heads
-from features.content.vectors import ItemVectors, fuse, l2_normalise
+from features.content.standin import StandinEncoder
 from recsys.atomic import write_json
 from recsys.config import ProjectConfig
+from recsys.content_config import ContentConfig
 from recsys.data import Dataset
+from recsys.vectors import ItemVectors, fuse, l2_normalise
+from training.tracking import log_metrics, start_run
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,6 @@ def train_alignment(config: ProjectConfig, cc: ContentConfig, data: AlignmentDat
         heads_dir = save_heads(heads, resolve(config.work_path, cc.heads_dir), manifest)
         import mlflow
 
-        from training.tracking import log_metrics
-
         log_metrics({k: v for k, v in metrics.items() if "/" not in k}, prefix="test_")
         mlflow.log_artifacts(str(heads_dir), artifact_path=f"heads/{heads_dir.name}")
         mlflow.set_tag("heads_version", heads_dir.name)
@@ -114,14 +116,10 @@ def train_alignment(config: ProjectConfig, cc: ContentConfig, data: AlignmentDat
 
 def _tracker(config: ProjectConfig, cc: ContentConfig) -> Any:
     """The MLflow run of the alignment training (store and experiment from training.tracking)."""
-    from training.tracking import start_run
-
     return start_run(config, "content-alignment", params={"content": cc.model_dump(exclude={"clip"})}, tags={"stage": "content"})
 
 
 def _epoch_logger() -> Any:
-    from training.tracking import log_metrics
-
     return lambda epoch, metrics: log_metrics(metrics, step=epoch)
 
 
@@ -164,11 +162,15 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
         else:
             encoder = build_encoder(cc, config.work_path)
         timings["alignment"] = time.perf_counter() - start - timings["backbone_features"]
+    elif cc.backend == "standin" and train:
+        standin = StandinEncoder.fit(inputs.texts, cc.standin_dim, cc.alignment.seed)
+        heads_dir = standin.save(resolve(config.work_path, cc.heads_dir))
+        encoder = standin
     else:
         encoder = build_encoder(cc, config.work_path)
     t = time.perf_counter()
     vectors = item_vectors(inputs, encoder, cc, progress)
-    if cc.backend == "clip":
+    if cc.backend in ("clip", "standin"):
         metrics = evaluate_item_vectors(vectors, inputs, cc, encoder)
     timings["item_vectors"] = time.perf_counter() - t
     path = vectors.save(resolve(config.work_path, cc.vectors_path))
