@@ -57,9 +57,11 @@ notebooks:
 serve:
 	$(VENV)/bin/recsys serve --config $(CONFIG) $(SERVE_ARGS)
 
-## serve-dev: the same server on the small development bundle (trained in ~30 s on the last days when absent)
+## serve-dev: the same server on the development bundle of configs/hm_dev.yaml: `recsys train` on 3% of
+##            customers with the stand-in content encoder, trained first (about a minute) when absent
+DEV_CONFIG ?= configs/hm_dev.yaml
 serve-dev:
-	$(VENV)/bin/recsys serve --config $(CONFIG) --dev $(SERVE_ARGS)
+	$(VENV)/bin/recsys serve --config $(DEV_CONFIG) --dev $(SERVE_ARGS)
 
 ## browsers: Debian Chromium for the browser tests; where it cannot be installed, those tests skip with the reason
 browsers:

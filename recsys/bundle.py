@@ -198,3 +198,28 @@ def load_bundle(root_or_path: Path, version: str | None = None) -> Bundle:
     """Resolve and verify a bundle (checksums included)."""
     path = resolve_bundle(root_or_path, version)
     return Bundle(path, verify_bundle(path))
+
+
+_GENERATED = ("format", "version", "created_utc", "packages", "files")
+
+
+def copy_bundle(source: Bundle, root: Path, version: str) -> Bundle:
+    """Write a verified copy of a bundle under another version name (staging, rollbacks, tests).
+
+    Args:
+        source: a verified bundle.
+        root: the bundles folder to write into (``latest`` moves to the copy).
+        version: the copy's version name.
+
+    Returns:
+        The copy, with a fresh manifest (same component files and facts, new version and checksums).
+    """
+
+    def populate(d: Path) -> None:
+        for relative in source.manifest["files"]:
+            target = d / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source.path / relative, target)
+
+    info = {k: v for k, v in source.manifest.items() if k not in _GENERATED}
+    return write_bundle(root, populate, info, version)

@@ -19,13 +19,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import polars as pl
 from PIL import Image
 
 from recsys.bundle import Bundle, load_bundle
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import Candidate, merge_user
+from recsys.candidates.query_candidates import QueryCandidates
 from recsys.config import CandidatesConfig, IndexConfig
 from recsys.data.interactions import IdIndex
 from recsys.index.faiss_index import ItemIndex
@@ -75,10 +76,9 @@ class SyntheticService:
         if not np.array_equal(gen.tower_index.item_ids, self.item_index.ids):
             raise ValueError(f"{path}: index rows and catalogue rows disagree")
         items = pl.read_parquet(path / "items.parquet")
-        self._columns = {c: items[c].to_list() for c in ("prod_name", *FILTERABLE)}
-        self._popular = gen.history.item_index.ids[np.argsort(-gen.history.fallback_scores, kind="stable")[:500]].tolist()
-        import faiss
-
+        self._columns = {c: items[c].cast(pl.String).to_list() for c in ("prod_name", *FILTERABLE)}
+        # Rows, filters, the repeat policy and visitors' sources: the same code as a trained bundle's.
+        self.stage = QueryCandidates(gen, {c: self._columns[c] for c in FILTERABLE})
         faiss.omp_set_num_threads(max(1, int(os.environ.get("RECSYS_SERVE_THREADS", "0")) or (os.cpu_count() or 1)))
         log.info("serving synthetic bundle %s: %d items, %d users, %s index, search breadth %s", bundle.version, len(self.item_index),
                  len(gen.history.user_index), gen.tower_index.kind, gen.tower_index.breadth)
@@ -91,63 +91,8 @@ class SyntheticService:
     def version(self) -> str:
         return self.bundle.version
 
-    def _rows(self, item_ids: tuple[str, ...] | list[str]) -> np.ndarray:
-        rows = self.item_index.lookup(list(item_ids))
-        unknown = [i for i, r in zip(item_ids, rows) if r < 0]
-        if unknown:
-            raise UnknownItemsError(unknown)
-        return rows
-
-    def _merged(self, query: Query, size: int) -> list[Candidate]:
-        user = query.user_id
-        gen = self.generator
-        if user is not None and user in gen.history.user_index:
-            if query.recent_item_ids:
-                self._rows(query.recent_item_ids)
-            return gen.generate([user], size)[user]
-        if query.text is not None or query.image is not None:
-            raise InvalidQueryError("text" if query.text is not None else "image", "the synthetic catalogue has no content encoder")
-        rows = self._rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
-        lists: dict[str, list[str]] = {}
-        if len(rows):
-            ids = self.item_index.ids
-            lists["history"] = [str(ids[r]) for r in rows[::-1]]
-            # The tower vectors of the recent items stand in for a user vector (their mean).
-            vectors = np.stack([gen.tower_index.vector(int(r)) for r in rows])
-            lists["two_tower"] = gen.tower_index.search_ids(vectors.mean(axis=0, keepdims=True), gen.config.per_source)[0]
-        lists["popularity"] = self._popular[:size]
-        return merge_user(lists, size, gen.weights, gen.config.rrf_k)
-
-    def _check_filters(self, query: Query) -> None:
-        for column in query.filters:
-            if column not in FILTERABLE:
-                raise InvalidQueryError(f"filters.{column}", f"unknown catalogue column; filterable: {', '.join(FILTERABLE)}")
-
-    def _seen(self, query: Query) -> set[str]:
-        seen = set(query.recent_item_ids)
-        row = self.generator.history.user_index.get(query.user_id) if query.user_id is not None else None
-        if row is not None:
-            h = self.generator.history.history
-            seen |= set(self.item_index.ids[h.indices[h.indptr[row] : h.indptr[row + 1]]].tolist())
-        return seen
-
     def candidates(self, query: Query) -> list[ScoredItem]:
-        self._check_filters(query)
-        size = max(query.k, self.generator.config.size) * (4 if query.filters or query.exclude_seen else 1)
-        cands = self._merged(query, size)
-        seen = self._seen(query) if query.exclude_seen else set()
-        out = []
-        for c in cands:
-            if c.item_id in seen:
-                continue
-            if query.filters:
-                row = self.item_index.get(c.item_id)
-                if row is None or any(self._columns[col][row] not in allowed for col, allowed in query.filters.items()):
-                    continue
-            out.append(ScoredItem(c.item_id, float(c.score), {s: r - 1 for s, r in c.ranks.items()}))
-            if len(out) == query.k:
-                break
-        return out
+        return self.stage.candidates(query)
 
     def recommendations(self, query: Query, n_candidates: int = 200) -> list[RankedItem]:
         raise InvalidQueryError("n_candidates", "the synthetic benchmark catalogue has no reranker; use /v1/candidates")

@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from recsys.bundle import Bundle
 from recsys.config import PROJECT_ROOT, ProjectConfig, load_config
+from training.pipeline import Pipeline
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -140,3 +142,30 @@ def small_bundle(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from recsys.bundle import resolve_bundle
 
     return resolve_bundle(work / "bundles")
+
+
+TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
+
+
+def shop_pipeline_config(root: Path, n_users: int = 60, n_items: int = 36) -> ProjectConfig:
+    """The synthetic shop below ``root`` with settings small enough for a `recsys train` run in seconds
+    (stand-in content encoder, tiny two-tower and ranker)."""
+    data = make_shop(root / "shop", n_users=n_users, n_items=n_items)
+    return shop_config(
+        data, root / "work",
+        content={"backend": "standin", "standin_dim": 16, "text_parts": ["{name}. {description}"], "short_views": ["{product_type}"],
+                 "group_column": "item_id", "type_column": "product_type"},
+        retrieval={"two_tower": TWO_TOWER, "candidates": {"size": 30, "per_source": 20}, "index": {"exact_max_items": 10}},
+        reranker={"n_estimators": 10, "num_leaves": 7, "min_child_samples": 1, "label_days": 1, "early_stopping_rounds": 5},
+    )
+
+
+def shop_bundle(root: Path) -> Bundle:
+    """Train the whole pipeline on a fresh synthetic shop below ``root``; returns the bundle."""
+    return Pipeline(shop_pipeline_config(root)).run().bundle
+
+
+@pytest.fixture(scope="session")
+def shop_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pipeline run on the synthetic shop per test session (~20 s); the bundle's folder."""
+    return shop_bundle(tmp_path_factory.mktemp("shop_pipeline")).path

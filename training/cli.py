@@ -160,18 +160,15 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-
     config = load_config(args.config)
     try:
         if args.dev:
-            from serving.dev_service import ensure_dev_bundle
-
-            bundle = args.bundle or ensure_dev_bundle(config)
+            bundle = args.bundle or ensure_bundle(config)
         else:
             bundle = args.bundle or config.work_path / "bundles"
         serve(ServeSettings(bundle, args.host, args.port, args.workers, args.watch))
     except BundleError as exc:
-        hint = "" if args.dev else "\n  (`make serve-dev` serves a small development bundle without `make train`)"
+        hint = "" if args.dev else "\n  (`make serve-dev` trains and serves a small development bundle in about a minute)"
         print(f"recsys serve: error: {exc}{hint}", file=sys.stderr)
         return 2
     return 0

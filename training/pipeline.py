@@ -26,13 +26,13 @@ import mlflow
 import numpy as np
 import polars as pl
 
+from features.engine import RecommendationEngine
 from features.ranking import RankingFeatures, user_states
 from features.ranking_examples import (
     RankingExamples,
     build_examples,
     concat_examples,
     feature_builder,
-    rerank,
     user_attribute_columns,
     user_vectors,
 )
@@ -248,13 +248,9 @@ class Pipeline:
         if hasattr(generator, "two_tower"):
             lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max).as_dict()
         lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
-        features = feature_builder(config, setup.train, generator, vectors)
-        states = user_states(setup.train, setup.users, user_attribute_columns(config), user_vectors(generator, setup.users))
-        examples = build_examples(features, states, candidates, setup.train.item_index, features.sources)
-        ranker = LambdaRankModel.load(ranker_dir / "ranker")
-        reranked = rerank(ranker, examples, setup.train.item_index.ids, k_max)
-        # Items the ranker never saw (fewer candidates than k_max) keep the merged order after it.
-        lists["reranked"] = {u: _fill(reranked.get(u, []), lists["candidates"][u], k_max) for u in setup.users}
+        # The test users are ranked by the same engine object the server answers with.
+        engine = RecommendationEngine(config, setup.train, generator, vectors, LambdaRankModel.load(ranker_dir / "ranker"))
+        lists["reranked"] = engine.rank_users(setup.users, k_max, candidates)
         results: list[ModelEvaluation] = [score_lists(name, recs, setup, cfg) for name, recs in lists.items()]
         table = results_table(results, cfg)
         table.write_parquet(out / "table.parquet")
@@ -344,11 +340,6 @@ def _label_window(dataset: Dataset, setup: EvaluationSetup, days_back: int) -> t
     if history.is_empty() or labels.is_empty():
         raise ValueError(f"reranker.label_days: label day {day} has {labels.height} purchases and {history.height} history rows before it; use fewer label days")
     return TrainingData.build(history, dataset.items, dataset.users, as_of=day), labels
-
-
-def _fill(primary: list[str], fallback: list[str], k: int) -> list[str]:
-    seen = set(primary)
-    return (primary + [i for i in fallback if i not in seen])[:k]
 
 
 def _save_candidates(candidates: dict[str, list[Any]], path: Path) -> None:

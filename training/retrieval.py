@@ -1,5 +1,9 @@
 """The retrieval stage end to end: ALS factors, two-tower, FAISS index, candidates, measured.
 
+:func:`fit_retrieval` fits the stage on one window (``make train`` calls it once per label fold and
+for the serving fold; ``recsys retrieval`` calls it with ``tune_weights=True``);
+:func:`run_retrieval` fits it on the history window and measures it.
+
 Protocol (H&M last-day): everything is fitted on the history window (train + validation days);
 the two-tower stops early on the validation day inside its own fit, and the candidate fusion
 weights are tuned on that same validation day with sources fitted on the train days only.
@@ -10,16 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+import mlflow
 import numpy as np
 
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import merge, tune_weights
+from recsys.candidates.merge import merge
+from recsys.candidates.merge import tune_weights as tune_source_weights
 from recsys.candidates.sources import index_lists
 from recsys.config import ProjectConfig
-from recsys.data import Dataset
+from recsys.data import Dataset, TrainingData
 from recsys.evaluation.metrics import recall_at_k
 from recsys.evaluation.protocol import (
     EvaluationSetup,
@@ -32,6 +40,7 @@ from recsys.index.faiss_index import ItemIndex, ann_recall
 from recsys.models.als_factors import ALSFactors
 from recsys.models.implicit_models import ALSRecommender
 from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender, holdout
+from recsys.vectors import ItemVectors
 from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)
@@ -81,8 +90,161 @@ def _row(result: ModelEvaluation, extra: dict[str, Any] | None = None) -> dict[s
     return {"model": result.name, **{k: round(result.summary.get(k, float("nan")), 4) for k in keep}, **(extra or {})}
 
 
+EpochHook = Callable[[str, int, dict[str, float]], None]
+
+
+@dataclass
+class RetrievalFit:
+    """The fitted retrieval stage of one window, and what was measured while fitting it.
+
+    Attributes:
+        generator: the fitted candidate generator, its ``weights`` set (its ``two_tower`` and
+            ``als`` are the models below when those sources are configured).
+        two_tower: the fitted two-tower (fitted even when ``two_tower`` is not a source).
+        als: the fitted ALS model.
+        factors: the ALS factors fed to the two-tower.
+        tower_index: the FAISS index over the two-tower's item vectors (the generator's
+            ``tower_index``), or None when ``two_tower`` is not a source.
+        weights: the fusion weights in use (tuned, configured, or empty = equal).
+        validation_recall: validation-day Recall@k (k = the largest ``evaluation.recall_ks``)
+            of the tuned weights; None when no tuning ran.
+        timings: seconds per part (``als_fit``, ``two_tower_fit``, ``index_build``,
+            ``fusion_tuning`` when tuning was asked for, ``candidates_fit``).
+    """
+
+    generator: CandidateGenerator
+    two_tower: TwoTowerRecommender
+    als: ALSRecommender
+    factors: ALSFactors
+    tower_index: ItemIndex | None
+    weights: dict[str, float]
+    validation_recall: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def fit_retrieval(
+    config: ProjectConfig,
+    data: TrainingData,
+    vectors: ItemVectors | None,
+    two_tower_epochs: int | None = None,
+    tune_weights: bool = False,
+    on_epoch: EpochHook | None = None,
+) -> RetrievalFit:
+    """ALS, ALS factors, the two-tower and the merged candidate generator, all fitted on one window.
+
+    ``make train`` (``training/pipeline.py``, each label fold and the serving fold) uses equal
+    fusion weights, i.e. ``tune_weights=False``: weights tuned on the validation day reached
+    Recall@100 0.420 there but 0.387-0.391 on the test day, no better than equal weights (README),
+    and tuning costs an extra fit of the sources per fold. ``recsys retrieval`` tunes them.
+
+    Args:
+        config: the project config (``models.als``, ``retrieval``, ``evaluation.recall_ks``).
+        data: the training window.
+        vectors: item content vectors (None: the two-tower and the content source read the
+            configured file, without which they have no content).
+        two_tower_epochs: train the two-tower for exactly this many epochs with no early-stopping
+            run of its own (the serving fold reuses the label fold's best epoch count: one day
+            more data does not move the optimum, and it saves a whole training run).
+        tune_weights: tune the fusion weights by coordinate ascent on the window's last
+            ``retrieval.two_tower.validation_days`` days, with the other sources refitted on the
+            days before them and the two-tower's held-out vectors from its early-stopping run.
+            Weights set in ``retrieval.candidates.weights`` win: then nothing is tuned.
+        on_epoch: per-epoch callback of the two-tower (stage, epoch, metrics), e.g. MLflow logging.
+
+    Returns:
+        The :class:`RetrievalFit`: the generator (with its weights: the configured ones, empty =
+        equal, or the tuned ones), the fitted parts, the tuned weights' validation recall and the
+        seconds per part.
+
+    Raises:
+        ValueError: tuning is asked for but there is no validation window to tune on
+            (``validation_days`` 0, or ``two_tower_epochs`` skipping the two-tower's early-stopping
+            run whose held-out vectors the tuning reads).
+    """
+    r = config.retrieval
+    tune = tune_weights and not r.candidates.weights
+    if tune:
+        _check_tunable(config, two_tower_epochs)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    als = ALSRecommender(config.models.als).fit(data)
+    timings["als_fit"] = time.perf_counter() - t
+    factors = ALSFactors.fit(data, config.models.als, model=als)
+
+    t = time.perf_counter()
+    tower_model = TwoTowerRecommender.from_config(config)
+    tower_model.on_epoch = on_epoch
+    if two_tower_epochs is not None:
+        tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
+    tower = tower_model.fit(data, als=factors, vectors=vectors)
+    timings["two_tower_fit"] = time.perf_counter() - t
+
+    tower_index = None
+    if "two_tower" in r.candidates.sources:  # the index the generator would build itself, timed here
+        t = time.perf_counter()
+        log.info("building the FAISS index over %d item vectors", len(tower.item_vectors))
+        tower_index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
+        timings["index_build"] = time.perf_counter() - t
+
+    weights, validation_recall = dict(r.candidates.weights), None
+    if tune_weights:
+        t = time.perf_counter()
+        if tune:
+            weights, validation_recall = _tune_fusion_weights(config, data, tower, vectors)
+            log.info("fusion weights %s (validation recall@%d %.4f)", weights, max(config.evaluation.recall_ks), validation_recall)
+        else:
+            log.info("fusion weights from the config: %s (not tuned)", weights)
+        timings["fusion_tuning"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    generator = CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors, tower_index=tower_index)
+    generator.weights = dict(weights)
+    timings["candidates_fit"] = time.perf_counter() - t
+    return RetrievalFit(generator, tower, als, factors, tower_index, weights, validation_recall, timings)
+
+
+def _check_tunable(config: ProjectConfig, two_tower_epochs: int | None) -> None:
+    """Raise before any fitting when fusion weights cannot be tuned on this config."""
+    if config.retrieval.two_tower.validation_days < 1:
+        raise ValueError("fit_retrieval: tuning fusion weights needs retrieval.two_tower.validation_days >= 1 (the validation window)")
+    if two_tower_epochs is not None and "two_tower" in config.retrieval.candidates.sources:
+        raise ValueError(
+            "fit_retrieval: tune_weights needs the two-tower's early-stopping run (its held-out vectors), which two_tower_epochs skips"
+        )
+
+
+def _tune_fusion_weights(
+    config: ProjectConfig, data: TrainingData, tower: TwoTowerRecommender, vectors: ItemVectors | None
+) -> tuple[dict[str, float], float]:
+    """Fusion weights tuned on the window's validation days, every source fitted on the days before them.
+
+    The two-tower's lists come from its early-stopping run (fitted on those earlier days), searched
+    exactly; the other sources are refitted on the earlier days.
+
+    Returns:
+        (weights, their validation Recall@k), k the largest ``evaluation.recall_ks``.
+    """
+    r = config.retrieval
+    k_big = max(config.evaluation.recall_ks)
+    inner, truth_rows = holdout(data, r.two_tower.validation_days)
+    others = r.candidates.model_copy(update={"sources": [s for s in r.candidates.sources if s != "two_tower"]})
+    val_gen = CandidateGenerator(others, r.index, config).fit(inner, vectors=vectors)
+    if "two_tower" in r.candidates.sources:
+        val_users = tower.holdout_user_ids.tolist()
+    else:  # the same users the two-tower's early-stopping run holds out
+        val_users = inner.user_index.ids[np.asarray(sorted(truth_rows), dtype=np.int64)].tolist()
+    val_lists = val_gen.source_lists(val_users)
+    if "two_tower" in r.candidates.sources:
+        exact = r.index.model_copy(update={"exact_max_items": 10**9})
+        val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
+        val_lists["two_tower"] = index_lists(val_index, val_users, tower.holdout_user_vectors, r.candidates.per_source)
+    val_truth = {u: inner.item_index.ids[truth_rows[inner.user_index.get(u)]].tolist() for u in val_users}
+    return tune_source_weights(val_lists, val_truth, r.candidates.size, r.candidates.rrf_k, k_big)
+
+
 def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None = None, track: bool = True) -> dict[str, Any]:
-    """Fit and measure the whole retrieval stage.
+    """Fit (:func:`fit_retrieval` with tuned fusion weights) and measure the whole retrieval stage.
 
     Args:
         config: project config (``retrieval`` section, ``models.als``, ``split``, ``evaluation``).
@@ -95,7 +257,6 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
         A JSON-able summary: test table, two-tower training, index, candidates, cold items.
     """
     save_dir = save_dir or config.work_path / "retrieval"
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     setup = prepare_evaluation(dataset, config)
     ev, r = config.evaluation, config.retrieval
@@ -104,19 +265,14 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
     tracker = _Tracker(config, track)
     with tracker:
         vectors = FeatureSettings.from_config(config).vectors()
-        tracker.params({"content_encoder": vectors.encoder, "retrieval": r.model_dump(), "als": config.models.als.model_dump()})
+        encoder = vectors.encoder if vectors is not None else None
+        tracker.params({"content_encoder": encoder, "retrieval": r.model_dump(), "als": config.models.als.model_dump()})
+        fit = fit_retrieval(config, setup.train, vectors, tune_weights=True, on_epoch=tracker.epoch)
+        generator, tower, weights = fit.generator, fit.two_tower, fit.weights
+        val_recall = float("nan") if fit.validation_recall is None else fit.validation_recall
+        timings = dict(fit.timings)
 
-        t = time.perf_counter()
-        als = ALSRecommender(config.models.als).fit(setup.train)
-        timings["als_fit"] = time.perf_counter() - t
-        factors = ALSFactors.fit(setup.train, config.models.als, als)
-        results = [evaluate_model(als, setup, ev, fit=False)]
-
-        t = time.perf_counter()
-        tower = TwoTowerRecommender.from_config(config)
-        tower.on_epoch = tracker.epoch
-        tower.fit(setup.train, als=factors, vectors=vectors)
-        timings["two_tower_fit"] = time.perf_counter() - t
+        results = [evaluate_model(fit.als, setup, ev, fit=False)]
         tower_eval = evaluate_model(tower, setup, ev, fit=False)
         results.append(tower_eval)
         tower_lists = tower.recommend(setup.users, k_big).as_dict()
@@ -124,43 +280,19 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
         cold_pool = cold_pool_recall(tower, setup, k_big)
         log.info("two-tower: test recall@%d %.4f, cold items %.4f (within the cold pool %.4f)", k_big, tower_eval.summary[f"recall@{k_big}"], cold_tt, cold_pool)
 
-        t = time.perf_counter()
-        log.info("building the FAISS index over %d item vectors", len(tower.item_vectors))
-        index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
-        timings["index_build"] = time.perf_counter() - t
+        index = fit.tower_index
+        if index is None:  # two_tower is not a candidate source: index its vectors to measure the index anyway
+            t = time.perf_counter()
+            index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
+            timings["index_build"] = time.perf_counter() - t
         rows = tower.user_index.lookup(setup.users)
         queries = tower.user_vectors[rows]
         t = time.perf_counter()
         index.search(queries, k_big)
         query_ms = 1000 * (time.perf_counter() - t) / max(len(queries), 1)
         index_recall = ann_recall(index, queries, tower.item_vectors, k_big)
+        log.info("index: %s, ANN recall@%d vs exact %.4f", index.kind, k_big, index_recall)
 
-        # Fusion weights: tuned on the validation day, sources fitted on the days before it.
-        log.info("index: %s, ANN recall@%d vs exact %.4f; tuning fusion weights on the validation day", index.kind, k_big, index_recall)
-        t = time.perf_counter()
-        inner, truth_rows = holdout(setup.train, config.retrieval.two_tower.validation_days)
-        val_gen = CandidateGenerator(r.candidates.model_copy(update={"sources": [s for s in r.candidates.sources if s != "two_tower"]}), r.index, config)
-        val_gen.fit(inner, vectors=vectors)
-        val_users = tower.holdout_user_ids.tolist()
-        val_lists = val_gen.source_lists(val_users)
-        if "two_tower" in r.candidates.sources:
-            exact = r.index.model_copy(update={"exact_max_items": 10**9})
-            val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
-            val_lists["two_tower"] = index_lists(val_index, val_users, tower.holdout_user_vectors, r.candidates.per_source)
-        val_truth = {u: inner.item_index.ids[truth_rows[inner.user_index.get(u)]].tolist() for u in val_users}
-        if r.candidates.weights:
-            weights, val_recall = dict(r.candidates.weights), float("nan")
-        else:
-            weights, val_recall = tune_weights(val_lists, val_truth, r.candidates.size, r.candidates.rrf_k, k_big)
-        timings["fusion_tuning"] = time.perf_counter() - t
-        log.info("fusion weights %s (validation recall@%d %.4f)", weights, k_big, val_recall)
-
-        t = time.perf_counter()
-        generator = CandidateGenerator(r.candidates, r.index, config).fit(
-            setup.train, two_tower=tower, als=als, vectors=vectors, tower_index=index
-        )
-        generator.weights = weights
-        timings["candidates_fit"] = time.perf_counter() - t
         t = time.perf_counter()
         lists = generator.source_lists(setup.users)
         merged = merge(lists, setup.users, r.candidates.size, weights, r.candidates.rrf_k)
@@ -183,7 +315,7 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
         summary: dict[str, Any] = {
             "protocol": setup.split.describe(),
             "users": len(setup.users),
-            "content_encoder": vectors.encoder,
+            "content_encoder": encoder,
             "test": [_row(x) for x in results],
             "two_tower": {
                 f"recall@{k_big}": round(tower_eval.summary[f"recall@{k_big}"], 4),
@@ -218,10 +350,9 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
     save_dir.mkdir(parents=True, exist_ok=True)
     generator.save(save_dir / "candidates")
     index.save(save_dir / "two_tower_index")
-    factors.save(save_dir / "als_factors.npz")
+    fit.factors.save(save_dir / "als_factors.npz")
     summary["artifacts"] = str(save_dir)
     return summary
-
 
 class _Tracker:
     """MLflow logging that stays optional (tests and benches can run without it)."""
@@ -230,7 +361,7 @@ class _Tracker:
         self.config, self.enabled = config, enabled
         self._cm: Any = None
 
-    def __enter__(self) -> "_Tracker":
+    def __enter__(self) -> Self:
         if self.enabled:
             self._cm = start_run(self.config, "retrieval")
             self._cm.__enter__()
@@ -242,8 +373,6 @@ class _Tracker:
 
     def params(self, params: dict[str, Any]) -> None:
         if self.enabled:
-            import mlflow
-
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
 
     def epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:

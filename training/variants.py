@@ -19,11 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import polars as pl
 
 from recsys.atomic import atomic_path
+from recsys.bundle import resolve_bundle
 from recsys.config import ProjectConfig
 from recsys.evaluation.protocol import EvaluationSetup, ModelEvaluation, score_lists
+from recsys.registry import build_model
+from training.tracking import configure
 
 EVALUATION_LISTS = "evaluation_lists"  # folder of evaluated lists in a bundle and in a training run's MLflow artifacts
 
@@ -52,8 +56,6 @@ def resolve_variant(spec: str, config: ProjectConfig, setup: EvaluationSetup, k:
     Raises:
         ValueError: an unknown spec kind or a lists file without the required columns.
     """
-    from recsys.registry import build_model
-
     k = k or max(config.evaluation.k, *config.evaluation.recall_ks)
     kind, _, target = spec.partition(":") if ":" in spec else ("model", "", spec)
     start = time.perf_counter()
@@ -100,8 +102,6 @@ def load_lists(path: Path, k: int) -> dict[str, list[str]]:
 
 def bundle_lists_path(target: str, config: ProjectConfig) -> Path:
     """``<list>[@<version or path>]`` -> the list's parquet inside a model bundle."""
-    from recsys.bundle import resolve_bundle
-
     list_name, _, where = target.partition("@")
     if where and Path(where).is_dir():
         bundle = resolve_bundle(Path(where))
@@ -116,10 +116,6 @@ def bundle_lists_path(target: str, config: ProjectConfig) -> Path:
 
 def mlflow_lists_path(target: str, config: ProjectConfig) -> Path:
     """``<run id>/<list>`` -> a local copy of the list a training run logged to MLflow."""
-    import mlflow
-
-    from training.tracking import configure
-
     run_id, _, list_name = target.partition("/")
     if not run_id or not list_name:
         raise ValueError(f"mlflow variant {target!r}: use mlflow:<run id>/<list name>")

@@ -134,6 +134,37 @@ class CandidateGenerator(Recommender):
             self.timings[source] = time.perf_counter() - start
         return out
 
+    def visitor_lists(self, item_rows: np.ndarray, k: int | None = None) -> dict[str, list[str]]:
+        """Each source's list for a visitor known only by the items of this visit (no fitted user row).
+
+        Args:
+            item_rows: the visit's item rows (of ``history.item_index``), oldest first; may be empty.
+            k: list length per source (default ``per_source``).
+
+        Returns:
+            source -> ranked item ids, for the sources that can use the visit (history, copurchase,
+            content, two_tower from the mean item-tower vector, als by fold-in) and popularity.
+        """
+        k = k or self.config.per_source
+        ids = self.history.item_index.ids
+        wanted = set(self.config.sources)
+        lists: dict[str, list[str]] = {}
+        if len(item_rows):
+            if "history" in wanted:
+                lists["history"] = src.visitor_history_list(item_rows, ids)
+            if "copurchase" in wanted and hasattr(self, "knn"):
+                lists["copurchase"] = src.visitor_copurchase_list(self.knn, item_rows, k)
+            if "content" in wanted and hasattr(self, "content"):
+                lists["content"] = src.visitor_vector_list(self.content_index, self.content[item_rows], k)
+            if "two_tower" in wanted and hasattr(self, "two_tower"):
+                vectors = np.stack([self.tower_index.vector(int(r)) for r in item_rows])
+                lists["two_tower"] = src.visitor_vector_list(self.tower_index, vectors, k)
+            if "als" in wanted and hasattr(self, "als"):
+                vector = self.als.fold_in(ids[item_rows].tolist())
+                lists["als"] = src.visitor_factor_list(self.als.item_factors, vector, ids, k)
+        lists["popularity"] = src.popularity_lists(self.history, [""], k)[""]
+        return lists
+
     def generate(self, user_ids: Sequence[str], size: int | None = None) -> dict[str, list[Candidate]]:
         """Merged candidates per user with each source's rank."""
         lists = self.source_lists(user_ids)

@@ -156,3 +156,31 @@ def same_product_lists(
                     break
         out[user] = history.item_index.ids[np.asarray(items[:k], dtype=np.int64)].tolist()
     return out
+
+
+# -- a visitor known only by the items of this visit (no fitted user row) ---------------------
+
+
+def visitor_history_list(item_rows: np.ndarray, item_ids: np.ndarray) -> list[str]:
+    """The visit's items, most recent first (``item_rows`` are oldest first)."""
+    return [str(item_ids[r]) for r in item_rows[::-1]]
+
+
+def visitor_copurchase_list(knn: ItemKNNRecommender, item_rows: np.ndarray, k: int) -> list[str]:
+    """Co-purchase neighbours of the visit's items (summed similarity; items with none are left out)."""
+    scores = np.asarray(knn.similarity[item_rows].sum(axis=0)).ravel()
+    return [str(knn.item_index.ids[r]) for r in top_k_indices(scores, k) if scores[r] > 0]
+
+
+def visitor_vector_list(index: ItemIndex, vectors: np.ndarray, k: int) -> list[str]:
+    """Nearest items to the mean of the visit's item vectors (content or two-tower item vectors)."""
+    centroid = vectors.mean(axis=0, keepdims=True).astype(np.float32)
+    norm = float(np.linalg.norm(centroid))
+    return index.search_ids(centroid / norm, k)[0] if norm > 0 else []
+
+
+def visitor_factor_list(item_factors: np.ndarray, user_vector: np.ndarray, item_ids: np.ndarray, k: int) -> list[str]:
+    """Top items for a folded-in user vector (e.g. ALS ``fold_in`` of the visit's items)."""
+    if not np.any(user_vector):
+        return []
+    return [str(item_ids[r]) for r in top_k_indices(item_factors @ user_vector, k)]

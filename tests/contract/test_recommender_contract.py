@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.vectors import ItemVectors, l2_normalise
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
 from recsys.models import Recommender
 from recsys.registry import MODEL_CLASSES, MODEL_FACTORIES, build_model
+from recsys.vectors import ItemVectors, l2_normalise
 from tests.conftest import make_shop, shop_config
 
 K = 5

@@ -1,8 +1,8 @@
-"""End-to-end fixtures: a small real bundle trained on the H&M sample, and the real server in a subprocess.
+"""End-to-end fixtures: the development bundle trained on the H&M sample, and the real server in a subprocess.
 
-The bundle is the development service (``serving/dev_service.py``: history + ALS + content
-candidates, LightGBM reranker) trained on the last 3 days of the shared H&M data (~30 s), saved
-as two versions plus a tampered copy, so reload and checksum rejection are exercised for real.
+The bundle is what `make serve-dev` serves: `recsys train` on configs/hm_dev.yaml (3% of the
+customers, stand-in content encoder; about a minute), copied as two versions plus a tampered copy,
+so reload and checksum rejection are exercised for real on a production bundle.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from recsys.bundle import copy_bundle, set_latest
 from recsys.config import PROJECT_ROOT, load_config
-from serving.dev_service import DevService, DevSettings
 from tests.e2e.live import Server, ServerError, free_port, run_server, stop  # noqa: F401  (re-exported for the tests)
-from recsys.bundle import set_latest
+from training.pipeline import Pipeline
 
 VERSIONS = ("v-e2e-a", "v-e2e-b")
 BROKEN = "v-e2e-broken"
@@ -23,14 +23,14 @@ BROKEN = "v-e2e-broken"
 
 @pytest.fixture(scope="session")
 def e2e_bundles(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundles folder with two good versions of the H&M dev service and one with a bad checksum."""
+    """A bundles folder with two good versions of the H&M development bundle and one with a bad checksum."""
     root = tmp_path_factory.mktemp("e2e")
-    config = load_config(PROJECT_ROOT / "configs" / "hm.yaml", overrides={"work_dir": str(root / "work"), "data": {"data_dir": str(hm_dir)}})
-    service = DevService.train(config, DevSettings(days=3))
+    config = load_config(PROJECT_ROOT / "configs" / "hm_dev.yaml", overrides={"work_dir": str(root / "work"), "data": {"data_dir": str(hm_dir)}})
+    trained = Pipeline(config).run().bundle
     bundles = root / "bundles"
     for version in (*VERSIONS, BROKEN):
-        service.save_bundle(bundles, version=version)
-    target = bundles / BROKEN / "als" / "arrays.npz"
+        copy_bundle(trained, bundles, version)
+    target = bundles / BROKEN / "generator" / "als" / "arrays.npz"
     data = bytearray(target.read_bytes())
     data[-100] ^= 0xFF  # one flipped byte: same size, wrong checksum
     target.write_bytes(bytes(data))

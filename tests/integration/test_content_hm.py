@@ -15,11 +15,11 @@ import polars as pl
 import pytest
 
 from features.content.backends import build_encoder
-from training.content import run_content
 from features.content.search import ContentSearch
-from recsys.vectors import ItemVectors
 from recsys.config import ProjectConfig, deep_merge
 from recsys.data import Dataset, load_dataset
+from recsys.vectors import ItemVectors
+from training.content import run_content
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

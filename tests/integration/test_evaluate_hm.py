@@ -46,35 +46,6 @@ def test_evaluate_reproduces_reference_baselines(hm_dir: Path, tmp_path: Path) -
     assert len(result["per_user"]["history"]["map@12"]) == 2036
 
 
-def test_cli_reports_bad_data_clearly(tmp_path: Path) -> None:
-    import polars as pl
-
-    from tests.conftest import make_shop
-
-    root = make_shop(tmp_path / "shop")
-    pl.read_parquet(root / "interactions.parquet").drop("item").write_parquet(root / "interactions.parquet")
-    config = tmp_path / "shop.yaml"
-    config.write_text(
-        f"""
-name: shop
-work_dir: {tmp_path / 'work'}
-data:
-  data_dir: {root}
-  interactions: {{path: interactions.parquet, columns: {{user_id: user, item_id: item, timestamp: date}}}}
-  items: {{path: items.parquet, columns: {{item_id: item_id}}}}
-"""
-    )
-    proc = run_cli("validate", "--config", str(config))
-    assert proc.returncode == 2
-    assert "interactions.parquet" in proc.stderr and "item_id='item'" in proc.stderr and "missing column" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_cli_rejects_unknown_model_before_loading(tmp_path: Path) -> None:
-    proc = run_cli("evaluate", "--models", "popularity,nonsense")
-    assert proc.returncode == 2 and "unknown model 'nonsense'" in proc.stderr
-
-
 def test_validate_full_hm(hm_dir: Path, tmp_path: Path) -> None:
     env = {**__import__("os").environ, "RECSYS_DATA_DIR": str(hm_dir)}
     out = tmp_path / "report.json"

@@ -20,7 +20,7 @@ import yaml
 from recsys.config import PROJECT_ROOT
 from tests.conftest import make_shop, shop_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TWO_TOWER = {
     "id_dim": 16, "category_dim": 8, "hidden": [32], "output_dim": 16, "batch_size": 128,

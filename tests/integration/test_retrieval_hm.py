@@ -10,12 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.models.als_factors import ALSFactors
 from features.content.standin import build_standin_vectors
 from recsys.config import ProjectConfig
 from recsys.data import load_dataset
 from recsys.data.dataset import Dataset
 from recsys.evaluation.protocol import prepare_evaluation, score_lists
+from recsys.models.als_factors import ALSFactors
 from training.retrieval import run_retrieval
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

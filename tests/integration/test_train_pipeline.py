@@ -72,9 +72,14 @@ def test_rerun_reuses_every_stage(trained: Path) -> None:
 
 def test_serving_path_features_equal_training_path(trained: Path) -> None:
     from features.ranking import user_states
+    from features.ranking_examples import (
+        build_examples,
+        feature_builder,
+        user_attribute_columns,
+        user_vectors,
+    )
     from recsys.candidates.generator import CandidateGenerator
     from serving.bundle_service import BundleService
-    from features.ranking_examples import build_examples, feature_builder, user_attribute_columns, user_vectors
 
     service = BundleService.load(trained)
     config = load_config(PROJECT_ROOT / "configs" / "hm_small.yaml")

@@ -1,16 +1,18 @@
-"""A real development service trained on the synthetic shop, shared by the serving unit tests."""
+"""The production service over the synthetic shop's bundle (``shop_bundle_path`` in tests/conftest.py).
+
+The serving unit tests run on exactly what production runs: the pipeline's stages (stand-in
+content encoder, ALS, two-tower, candidates, LambdaRank ranker, evaluation) write a verified
+bundle, and :class:`~serving.bundle_service.BundleService` loads it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import make_shop, shop_config
+from recsys.bundle import load_bundle
+from serving.bundle_service import BundleService
 
-from serving.dev_service import DevService, DevSettings
 
-
-def shop_service(root: Path) -> DevService:
-    """Train the dev service on a fresh synthetic shop below ``root`` (~2 s)."""
-    data = make_shop(root / "shop", n_users=60, n_items=36)
-    config = shop_config(data, root / "work")
-    return DevService.train(config, DevSettings(days=8, als_factors=8, als_iterations=4, per_source=20, rerank_rounds=10))
+def shop_service(bundle_path: Path) -> BundleService:
+    """The production service over a verified bundle folder (each caller gets its own instance)."""
+    return BundleService(load_bundle(bundle_path))

@@ -9,7 +9,14 @@ import pytest
 
 from recsys.config import ProjectConfig
 from recsys.data import load_dataset
-from recsys.evaluation.analysis import activity_buckets, compare_table, item_segment_recall, recall_curve, user_segment_table, verdict
+from recsys.evaluation.analysis import (
+    activity_buckets,
+    compare_table,
+    item_segment_recall,
+    recall_curve,
+    user_segment_table,
+    verdict,
+)
 from recsys.evaluation.protocol import evaluate_model, prepare_evaluation
 from recsys.registry import build_model
 
@@ -65,8 +72,8 @@ def test_variants_from_model_and_saved_lists(shop: tuple[Path, ProjectConfig], t
 
 def test_variants_from_a_bundles_evaluated_lists(shop: tuple[Path, ProjectConfig], tmp_path: Path) -> None:
     """`bundle:<list>[@<bundle>]` reads the lists a training run stored in its bundle."""
-    from training.variants import EVALUATION_LISTS, resolve_variant, save_lists
     from recsys.bundle import write_bundle
+    from training.variants import EVALUATION_LISTS, resolve_variant, save_lists
 
     _, config = shop
     config = config.model_copy(update={"work_dir": str(tmp_path / "work")})

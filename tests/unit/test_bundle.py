@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.config import PROJECT_ROOT
 from recsys.bundle import BundleError, load_bundle, remove_unfinished, resolve_bundle, write_bundle
+from recsys.config import PROJECT_ROOT
 
 
 def _populate(text: str):

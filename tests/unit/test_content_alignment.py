@@ -20,8 +20,8 @@ from features.content.alignment import (
     train_heads,
     zero_shot_classes,
 )
-from recsys.content_config import AlignmentSettings, EvaluationSettings
 from features.content.heads import AlignmentHeads, latest_heads, load_heads, save_heads
+from recsys.content_config import AlignmentSettings, EvaluationSettings
 
 TYPES = ["dress", "shirt", "boots", "hat"]
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+from features.content.backends import build_encoder
 from features.content.clip import ClipEncoder
 from recsys.content_config import ContentConfig
-from features.content.backends import build_encoder
 
 
 def save_tiny_clip(directory: Path, seed: int = 0) -> Path:

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from recsys.content_config import RecommenderSettings
-from recsys.vectors import ItemVectors, l2_normalise
 from recsys.data import TrainingData
-from recsys.registry import MODEL_CLASSES
 from recsys.models.content import ContentRecommender
+from recsys.registry import MODEL_CLASSES
+from recsys.vectors import ItemVectors, l2_normalise
 
 # Four directions: dresses (x), jeans (y), boots (z), hats (w); two items per direction + a near copy.
 VECS = {

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from recsys.content_config import SearchSettings
 from features.content.encoders import ContentEncoder
 from features.content.images import ImageInput
 from features.content.search import ContentSearch
+from recsys.content_config import SearchSettings
 from recsys.vectors import ItemVectors, fuse, l2_normalise
 
 

@@ -1,5 +1,8 @@
-"""The merge (training, tuning and serving all call it) equals weighted RRF written out plainly:
-same candidates, scores, ranks and order, whatever the lists hold."""
+"""``recsys.candidates.merge.merge_user`` is the one merge of candidate lists: offline generation
+(``CandidateGenerator.generate`` -> ``merge``, which calls ``merge_user`` per user) and the serving
+path (the recommendation engine in features/engine.py, which calls the candidate generator) both
+go through it. It must equal weighted RRF written out plainly: same candidates, scores, ranks and
+order, whatever the lists hold."""
 
 from __future__ import annotations
 

@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.vectors import ItemVectors, l2_normalise
-from features.ranking import CandidateSet, RankingFeatures, UserStateLookup, anonymous_state, build_item_table, user_states
+from features.ranking import (
+    CandidateSet,
+    RankingFeatures,
+    UserStateLookup,
+    anonymous_state,
+    build_item_table,
+    user_states,
+)
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.vectors import ItemVectors, l2_normalise
 
 
 @pytest.fixture

@@ -13,18 +13,18 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serving.app import create_app
-from serving.dev_service import DevService
+from serving.bundle_service import BundleService
 from serving.schemas import MAX_IMAGE_BYTES
 from tests.unit.serving_fixtures import shop_service
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> DevService:
-    return shop_service(tmp_path_factory.mktemp("serving_api"))
+def service(shop_bundle_path: Path) -> BundleService:
+    return shop_service(shop_bundle_path)
 
 
 @pytest.fixture(scope="module")
-def client(service: DevService) -> Iterator[TestClient]:
+def client(service: BundleService) -> Iterator[TestClient]:
     with TestClient(create_app(service)) as c:
         yield c
 
@@ -43,7 +43,7 @@ def assert_error(response, status: int, field: str) -> dict:  # type: ignore[no-
     return body
 
 
-def test_candidates_known_user_have_scores_and_sources(client: TestClient, service: DevService) -> None:
+def test_candidates_known_user_have_scores_and_sources(client: TestClient, service: BundleService) -> None:
     user = service.sample_users(1)[0].user_id
     body = client.post("/v1/candidates", json={"user_id": user, "k": 15}).json()
     assert body["model_version"] == service.version
@@ -64,7 +64,7 @@ def test_candidates_fallbacks_and_context(client: TestClient) -> None:
     assert all(i["item"]["name"] for i in context)
 
 
-def test_exclude_seen_and_filters(client: TestClient, service: DevService) -> None:
+def test_exclude_seen_and_filters(client: TestClient, service: BundleService) -> None:
     user = service.sample_users(1)[0]
     items = client.post("/v1/candidates", json={"user_id": user.user_id, "k": 30, "exclude_seen": True}).json()["items"]
     assert not {i["item_id"] for i in items} & set(user.recent_item_ids)
@@ -72,7 +72,7 @@ def test_exclude_seen_and_filters(client: TestClient, service: DevService) -> No
     assert boots and {i["item"]["attributes"]["product_type"] for i in boots} == {"boots"}
 
 
-def test_recommendations_have_reasons(client: TestClient, service: DevService) -> None:
+def test_recommendations_have_reasons(client: TestClient, service: BundleService) -> None:
     user = service.sample_users(1)[0].user_id
     body = client.post("/v1/recommendations", json={"user_id": user, "k": 5, "n_candidates": 30}).json()
     assert len(body["items"]) == 5
@@ -85,7 +85,7 @@ def test_recommendations_have_reasons(client: TestClient, service: DevService) -
     assert len(visitor["items"]) == 4 and all(i["reasons"]["text_similarity"] is not None for i in visitor["items"])
 
 
-def test_items_similar_search_image_users(client: TestClient, service: DevService) -> None:
+def test_items_similar_search_image_users(client: TestClient, service: BundleService) -> None:
     item = client.get("/v1/items/i000").json()
     assert item["name"] and item["has_image"] and item["image_url"] == "/v1/items/i000/image"
     no_photo = client.get("/v1/items/i002").json()  # every third shop item has no photo
@@ -106,7 +106,7 @@ def test_items_similar_search_image_users(client: TestClient, service: DevServic
     assert user["n_purchases"] >= len(user["recent_items"]) > 0
 
 
-def test_health_ready_metrics_page(client: TestClient, service: DevService) -> None:
+def test_health_ready_metrics_page(client: TestClient, service: BundleService) -> None:
     assert client.get("/health").json() == {"status": "ok", "pid": os.getpid()}
     assert client.get("/ready").json() == {"status": "ready", "model_version": service.version}
     client.post("/v1/candidates", json={"k": 500})
@@ -199,7 +199,7 @@ def test_bad_images(client: TestClient, via: str) -> None:
         assert_error(send(b"\xff" * (MAX_IMAGE_BYTES + 10)), 413, field)
 
 
-def test_unexpected_error_is_clean_json_500(service: DevService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_error_is_clean_json_500(service: BundleService, monkeypatch: pytest.MonkeyPatch) -> None:
     with TestClient(create_app(service), raise_server_exceptions=False) as c:
         monkeypatch.setattr(service, "similar", lambda item_id, k: 1 / 0)
         response = c.get("/v1/items/i000/similar")

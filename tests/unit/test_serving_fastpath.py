@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 import serving.app as app_module
 from serving.app import create_app
-from serving.dev_service import DevService
+from serving.bundle_service import BundleService
 from tests.unit.serving_fixtures import shop_service
 
 FAST = {"content-type": "application/json"}
@@ -17,17 +18,17 @@ ROUTE = {"content-type": "application/json; charset=utf-8"}  # not the fast path
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> DevService:
-    return shop_service(tmp_path_factory.mktemp("serving_fastpath"))
+def service(shop_bundle_path: Path) -> BundleService:
+    return shop_service(shop_bundle_path)
 
 
 @pytest.fixture(scope="module")
-def client(service: DevService) -> Iterator[TestClient]:
+def client(service: BundleService) -> Iterator[TestClient]:
     with TestClient(create_app(service), raise_server_exceptions=False) as c:
         yield c
 
 
-def _payloads(service: DevService) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+def _payloads(service: BundleService) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
     user = service.sample_users(1)[0].user_id
     return [
         ("/v1/candidates", {"user_id": user, "k": 15}),
@@ -42,7 +43,7 @@ def _payloads(service: DevService) -> list[tuple[str, dict]]:  # type: ignore[ty
     ]
 
 
-def test_fast_path_answers_like_the_route(client: TestClient, service: DevService) -> None:
+def test_fast_path_answers_like_the_route(client: TestClient, service: BundleService) -> None:
     for path, payload in _payloads(service):
         import json
 
@@ -53,7 +54,7 @@ def test_fast_path_answers_like_the_route(client: TestClient, service: DevServic
         assert fast.headers["content-type"] == route.headers["content-type"]
 
 
-def test_fast_path_is_taken_and_counted(client: TestClient, service: DevService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_is_taken_and_counted(client: TestClient, service: BundleService, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = app_module._candidates_response
     monkeypatch.setattr(app_module, "_candidates_response", lambda svc, body: calls.append(1) or original(svc, body))
@@ -64,7 +65,7 @@ def test_fast_path_is_taken_and_counted(client: TestClient, service: DevService,
     assert 'recsys_http_requests_total{method="POST",route="/v1/candidates",status="200"}' in client.get("/metrics").text
 
 
-def test_fast_path_errors_are_the_routes(client: TestClient, service: DevService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_errors_are_the_routes(client: TestClient, service: BundleService, monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.post("/v1/candidates", json={"k": 0}).json()["fields"][0]["field"] == "k"
     assert client.post("/v1/candidates", content=b'{"k": 3', headers=FAST).status_code == 400
     monkeypatch.setattr(service, "candidates", lambda query: 1 / 0)
@@ -76,7 +77,7 @@ def test_fast_path_errors_are_the_routes(client: TestClient, service: DevService
 
 @pytest.mark.parametrize(("inline_ms", "expect_inline"), [("1000", True), ("0", False)])
 def test_cheap_answers_run_on_the_event_loop_and_slow_or_encoder_ones_in_threads(
-    service: DevService, monkeypatch: pytest.MonkeyPatch, inline_ms: str, expect_inline: bool
+    service: BundleService, monkeypatch: pytest.MonkeyPatch, inline_ms: str, expect_inline: bool
 ) -> None:
     import threading
 

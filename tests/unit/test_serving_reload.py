@@ -9,22 +9,20 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from recsys.bundle import copy_bundle, load_bundle, set_latest
 from serving.app import create_app
-from serving.dev_service import DevService
+from serving.bundle_service import BundleService
 from serving.reload import ReloadError, ServiceHolder, load_service
 from serving.service import Query, ScoredItem
-from tests.unit.serving_fixtures import shop_service
-from recsys.bundle import set_latest
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundles(tmp_path_factory: pytest.TempPathFactory, shop_bundle_path: Path) -> Path:
     """Two good bundle versions and a tampered copy of one, below one bundles folder."""
     root = tmp_path_factory.mktemp("reload")
-    service = shop_service(root)
-    service.save_bundle(root / "bundles", version="v-a")
-    service.save_bundle(root / "bundles", version="v-b")
-    service.save_bundle(root / "bundles", version="v-broken")
+    trained = load_bundle(shop_bundle_path)
+    for version in ("v-a", "v-b", "v-broken"):
+        copy_bundle(trained, root / "bundles", version)
     ranker = root / "bundles" / "v-broken" / "ranker" / "ranker.txt"
     ranker.write_text(ranker.read_text().replace("tree", "TREE", 1))  # same size class, wrong checksum
     set_latest(root / "bundles", "v-a")
@@ -74,7 +72,7 @@ def test_admin_token(bundles: Path) -> None:
 class _Gate:
     """A service wrapper whose candidates() waits until released: a request 'in flight'."""
 
-    def __init__(self, inner: DevService):
+    def __init__(self, inner: BundleService):
         self.inner = inner
         self.entered, self.release = threading.Event(), threading.Event()
 
@@ -93,7 +91,7 @@ class _Gate:
 
 
 def test_in_flight_request_finishes_on_old_service(bundles: Path) -> None:
-    old = _Gate(DevService.load(bundles / "v-a"))
+    old = _Gate(BundleService.load(bundles / "v-a"))
     holder = ServiceHolder(bundles, bundle_path=bundles / "v-a", service=old)  # type: ignore[arg-type]
     results: dict[str, str] = {}
     with TestClient(create_app(holder)) as c:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.models.als_factors import ALSFactors
 from features.content.standin import build_standin_vectors
 from recsys.config import ProjectConfig, TwoTowerConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.models.als_factors import ALSFactors
 from recsys.two_tower.batching import make_batch
 from recsys.two_tower.features import build_item_table, inference_queries, training_examples, user_attributes
 from recsys.two_tower.loss import log_sampling_probability, sampled_softmax_loss
@@ -49,8 +49,8 @@ def test_training_examples_see_only_the_past() -> None:
 
     import polars as pl
 
-    from recsys.vectors import ItemVectors
     from recsys.config import ALSConfig
+    from recsys.vectors import ItemVectors
 
     day = lambda d: dt.datetime(2024, 1, d)  # noqa: E731
     inter = pl.DataFrame(
