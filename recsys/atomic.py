@@ -51,7 +51,7 @@ def write_json(path: str | Path, payload: Any, **dumps: Any) -> Path:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     """``np.savez`` atomically (load it back with ``allow_pickle=False``)."""
     with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=True, **arrays)  # numpy's default; named so **arrays types as arrays
     return Path(path)
 
 

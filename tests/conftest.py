@@ -169,3 +169,12 @@ def shop_bundle(root: Path) -> Bundle:
 def shop_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One pipeline run on the synthetic shop per test session (~20 s); the bundle's folder."""
     return shop_bundle(tmp_path_factory.mktemp("shop_pipeline")).path
+
+
+def write_standin_vectors(config: ProjectConfig, items: pl.DataFrame, dim: int = 8) -> Path:
+    """Text-only stand-in content vectors at the config's ``content.vectors_path`` (what the content
+    stage would write), so models fitted from the config read them as in a training run."""
+    from features.content.standin import build_standin_vectors
+
+    path = config.work_path / config.content.vectors_path
+    return build_standin_vectors(items, list(config.data.items.columns.text), dim).save(path)

@@ -52,14 +52,12 @@ from recsys.evaluation.protocol import (
     results_table,
     score_lists,
 )
-from recsys.models.als_factors import ALSFactors
-from recsys.models.implicit_models import ALSRecommender
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from recsys.registry import build_model
-from recsys.two_tower.recommender import TwoTowerRecommender
 from recsys.vectors import ItemVectors
 from training.content import run_content
 from training.reranker import train_ranker
+from training.retrieval import fit_retrieval
 from training.stages import StageResult, StageRunner
 from training.tracking import log_metrics, register_bundle, start_run
 from training.variants import EVALUATION_LISTS, save_lists
@@ -80,29 +78,6 @@ class PipelineOutcome:
 def ranker_params(config: ProjectConfig) -> LambdaRankParams:
     """LambdaRank settings from the typed ``reranker`` section."""
     return LambdaRankParams(**config.reranker.model_dump(include=set(LambdaRankParams.model_fields)))
-
-
-def fit_retrieval(config: ProjectConfig, data: TrainingData, vectors: ItemVectors, two_tower_epochs: int | None = None) -> CandidateGenerator:
-    """ALS, two-tower and the merged candidate generator, all fitted on one window.
-
-    Args:
-        config: the project config.
-        data: the training window.
-        vectors: item content vectors.
-        two_tower_epochs: train the two-tower for exactly this many epochs with no early-stopping
-            run of its own (the serving fold reuses the label fold's best epoch count: one day
-            more data does not move the optimum, and it saves a whole training run).
-
-    Returns:
-        The fitted candidate generator (its ``two_tower`` and ``als`` are the fitted models).
-    """
-    als = ALSRecommender(config.models.als).fit(data)
-    factors = ALSFactors.fit(data, config.models.als, model=als)
-    tower_model = TwoTowerRecommender.from_config(config)
-    if two_tower_epochs is not None:
-        tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
-    tower = tower_model.fit(data, als=factors, vectors=vectors)
-    return CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors)
 
 
 class Pipeline:
@@ -185,7 +160,7 @@ class Pipeline:
         """Retrieval fitted on the days before label day D-``days_back``; candidates for that day's buyers."""
         data, labels = _label_window(dataset, setup, days_back)
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
-        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs)
+        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs).generator
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
         truth = ground_truth(labels, users)
         candidates = generator.generate(users)
@@ -225,7 +200,7 @@ class Pipeline:
     def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path, two_tower_epochs: int | None) -> dict[str, float]:
         vectors = ItemVectors.load(content_dir / "item_vectors.npz")
         start = time.perf_counter()
-        generator = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs)
+        generator = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs).generator
         seconds = time.perf_counter() - start
         generator.save(out / "generator")
         candidates = generator.generate(setup.users)

@@ -239,7 +239,8 @@ def _tune_fusion_weights(
         exact = r.index.model_copy(update={"exact_max_items": 10**9})
         val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
         val_lists["two_tower"] = index_lists(val_index, val_users, tower.holdout_user_vectors, r.candidates.per_source)
-    val_truth = {u: inner.item_index.ids[truth_rows[inner.user_index.get(u)]].tolist() for u in val_users}
+    val_rows = inner.user_index.lookup(val_users)
+    val_truth = {u: inner.item_index.ids[truth_rows[int(row)]].tolist() for u, row in zip(val_users, val_rows)}
     return tune_source_weights(val_lists, val_truth, r.candidates.size, r.candidates.rrf_k, k_big)
 
 

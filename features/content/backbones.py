@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,11 @@ from features.content.images import ImageInput, letterbox, open_rgb, to_array
 # EfficientNet-Lite was trained in TensorFlow on inputs scaled to [-1, 1] ((x - 127) / 128).
 _LITE_MEAN = 127.0 / 255.0
 _LITE_STD = 128.0 / 255.0
+
+if TYPE_CHECKING:
+    from efficientnet_lite_pytorch import EfficientNet
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def file_digest(path: str | Path, limit: int | None = None) -> str:
@@ -42,7 +48,7 @@ def file_digest(path: str | Path, limit: int | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: M) -> M:
     """Fold every eval-mode BatchNorm of an EfficientNet-Lite into the conv before it (in place)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -86,7 +92,7 @@ class ImageTower:
         return f"efficientnet-lite0:{file_digest(self.weights)}:{self.height}x{self.width}:tfnorm:v1"
 
     @cached_property
-    def model(self) -> nn.Module:
+    def model(self) -> EfficientNet:
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name("efficientnet-lite0")

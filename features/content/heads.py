@@ -34,6 +34,9 @@ class Head(nn.Module):
         dropout: dropout on the hidden layer (training only).
     """
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.1):
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))

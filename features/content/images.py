@@ -55,6 +55,6 @@ def letterbox(img: Image.Image, width: int, height: int, fill: tuple[int, int, i
 
 def to_array(img: Image.Image, mean: float | tuple[float, float, float], std: float | tuple[float, float, float]) -> np.ndarray:
     """(3, H, W) float32, scaled to [0, 1] then normalised."""
-    a = np.asarray(img, dtype=np.float32) / 255.0
+    a: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     a = (a - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(a.transpose(2, 0, 1))

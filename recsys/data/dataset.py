@@ -106,7 +106,17 @@ def load_dataset(config: DataConfig) -> Dataset:
 
 
 def sample_users(interactions: pl.DataFrame, share: float, report: ValidationReport, file: str) -> pl.DataFrame:
-    """Keep a stable share of users (by a hash of the id), reported so the cut is never silent."""
+    """Keep a stable share of users (by a hash of the id), reported so the cut is never silent.
+
+    Args:
+        interactions: canonical interactions.
+        share: fraction of users to keep (0..1).
+        report: receives an ``info`` finding with the dropped row count.
+        file: the interactions file (named in the finding).
+
+    Returns:
+        The kept users' interactions.
+    """
     keep = (pl.col("user_id").hash(seed=0) % 10_000) < int(share * 10_000)
     kept = interactions.filter(keep)
     dropped = interactions.height - kept.height

@@ -18,7 +18,15 @@ _FIELD = re.compile(r"\{item_id(?:\[(-?\d*):(-?\d*)\])?\}")
 
 
 def render_template(template: str, item_id: str) -> str:
-    """Fill ``{item_id}`` and slices such as ``{item_id[:3]}`` (str.format cannot slice)."""
+    """Fill ``{item_id}`` and slices such as ``{item_id[:3]}`` (str.format cannot slice).
+
+    Args:
+        template: a relative path pattern, e.g. ``"{item_id[:3]}/{item_id}.jpg"``.
+        item_id: the id to substitute.
+
+    Returns:
+        The filled-in relative path.
+    """
 
     def fill(m: re.Match[str]) -> str:
         if m.group(1) is None and m.group(2) is None:

@@ -35,7 +35,15 @@ class IdIndex:
         return self._pos.get(key)
 
     def lookup(self, keys: list[str] | np.ndarray, missing: int = -1) -> np.ndarray:
-        """Rows of many keys; unknown keys map to ``missing``."""
+        """Rows of many keys; unknown keys map to ``missing``.
+
+        Args:
+            keys: external ids.
+            missing: the row reported for an unknown id.
+
+        Returns:
+            (len(keys),) int64 rows.
+        """
         return np.fromiter((self._pos.get(k, missing) for k in keys), dtype=np.int64, count=len(keys))
 
 
@@ -110,8 +118,10 @@ class TrainingData:
 
     @property
     def n_users(self) -> int:
+        """Users with at least one interaction in the window."""
         return len(self.user_index)
 
     @property
     def n_items(self) -> int:
+        """Items in :attr:`item_index` (catalogue plus interaction-only items)."""
         return len(self.item_index)

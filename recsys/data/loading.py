@@ -10,6 +10,7 @@ and under the ``fail`` policy any bad row raises :class:`DataValidationError`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,10 @@ Format = Literal["auto", "parquet", "csv"]
 
 def read_table(path: Path, fmt: Format = "auto") -> pl.DataFrame:
     """Read a parquet or CSV file; ids and free text stay strings (no type guessing on CSV ids).
+
+    Args:
+        path: the file.
+        fmt: ``"parquet"``, ``"csv"``, or ``"auto"`` (CSV for .csv/.tsv/.txt, else parquet).
 
     Raises:
         DataValidationError: the file is missing or cannot be parsed.
@@ -38,8 +43,17 @@ def read_table(path: Path, fmt: Format = "auto") -> pl.DataFrame:
         raise DataValidationError([ValidationIssue(str(path), "", f"cannot read as {kind}: {exc}", 0)]) from exc
 
 
-def require_columns(frame: pl.DataFrame, columns: dict[str, str | None], file: str) -> None:
-    """Fail with one message listing every configured column the file lacks."""
+def require_columns(frame: pl.DataFrame, columns: Mapping[str, str | None], file: str) -> None:
+    """Fail with one message listing every configured column the file lacks.
+
+    Args:
+        frame: the file's contents.
+        columns: role -> configured column name (None: not configured, not required).
+        file: the file name for the message.
+
+    Raises:
+        DataValidationError: one or more columns are missing.
+    """
     missing = [f"{role}={name!r}" for role, name in columns.items() if name is not None and name not in frame.columns]
     if missing:
         raise DataValidationError(
@@ -70,7 +84,19 @@ class _Validator:
         mode: Literal["fail", "drop", "keep"] | None = None,
         example: pl.Expr | None = None,
     ) -> pl.DataFrame:
-        """Flag rows matching ``bad``; drop them, keep them, or schedule a failure."""
+        """Flag rows matching ``bad``; drop them, keep them, or schedule a failure.
+
+        Args:
+            frame: the rows to check.
+            bad: true (or null) for an offending row.
+            column: the column named in the finding.
+            problem: the finding's description.
+            mode: override of the policy's ``on_error``.
+            example: what to show per offending row (default: ``column``).
+
+        Returns:
+            ``frame``, without the offending rows under ``drop``.
+        """
         mask = frame.select(bad.fill_null(True).alias("bad"))["bad"]
         count = int(mask.sum())
         if count == 0:
@@ -87,6 +113,7 @@ class _Validator:
         return frame.filter(~mask) if mode == "drop" else frame
 
     def finish(self) -> None:
+        """Raise the scheduled failures, if any (after recording them in the report)."""
         if self.errors:
             self.report.issues.extend(self.errors)
             raise DataValidationError(self.errors)
@@ -193,6 +220,12 @@ def load_interactions(
 def load_items(path: Path, source: ItemSource, policy: ValidationPolicy, report: ValidationReport) -> pl.DataFrame:
     """Load and validate the catalogue; ``item_id`` comes first, other columns are kept as they are.
 
+    Args:
+        path: the catalogue file.
+        source: its format and column names.
+        policy: what to do with null or duplicate ids.
+        report: receives the findings and row counts.
+
     Raises:
         DataValidationError: missing columns, null ids or duplicate ids under the ``fail`` policy.
     """
@@ -218,7 +251,17 @@ def load_items(path: Path, source: ItemSource, policy: ValidationPolicy, report:
 
 
 def load_users(path: Path, source: UserSource, policy: ValidationPolicy, report: ValidationReport) -> pl.DataFrame:
-    """Load customer attributes keyed by ``user_id``; duplicate or null ids follow the policy."""
+    """Load customer attributes keyed by ``user_id``; duplicate or null ids follow the policy.
+
+    Args:
+        path: the customers file.
+        source: its format and column names.
+        policy: what to do with null or duplicate ids.
+        report: receives the findings.
+
+    Raises:
+        DataValidationError: missing columns, or bad ids under the ``fail`` policy.
+    """
     file = str(path)
     raw = read_table(path, source.format)
     wanted = {"user_id": source.user_id} | {c: c for c in source.categorical + source.numeric}

@@ -32,6 +32,7 @@ class ValidationIssue:
     action: str = ""
 
     def describe(self) -> str:
+        """One line for people: severity, file, column, problem, count, action, examples."""
         where = f"{self.file}" + (f", column '{self.column}'" if self.column else "")
         text = f"[{self.severity}] {where}: {self.problem} ({self.count:,} rows)"
         if self.action:
@@ -49,23 +50,31 @@ class ValidationReport:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, issue: ValidationIssue) -> None:
+        """Record a finding."""
         self.issues.append(issue)
 
     @property
     def errors(self) -> list[ValidationIssue]:
+        """The findings of severity ``error``."""
         return [i for i in self.issues if i.severity == "error"]
 
     def describe(self) -> str:
+        """The counts, then one line per finding."""
         lines = [f"{k}: {v:,}" for k, v in self.counts.items()]
         lines += [i.describe() for i in self.issues]
         return "\n".join(lines) if lines else "no findings"
 
     def to_json(self) -> str:
+        """Counts and findings as indented JSON."""
         return json.dumps({"counts": self.counts, "issues": [asdict(i) for i in self.issues]}, indent=2, default=str)
 
 
 class DataValidationError(ValueError):
-    """Input data failed validation. ``issues`` holds the findings; the message lists them."""
+    """Input data failed validation. ``issues`` holds the findings; the message lists them.
+
+    Args:
+        issues: the findings that failed the load.
+    """
 
     def __init__(self, issues: list[ValidationIssue]):
         self.issues = issues

@@ -36,10 +36,14 @@ class TimeSplit:
         return pl.concat([self.train, self.validation], how="vertical").sort("timestamp", maintain_order=True)
 
     def describe(self) -> str:
+        """One line per window: date span, rows and users."""
+
         def span(f: pl.DataFrame) -> str:
             if f.is_empty():
                 return "empty"
-            return f"{f['timestamp'].min():%Y-%m-%d}..{f['timestamp'].max():%Y-%m-%d}, {f.height:,} rows, {f['user_id'].n_unique():,} users"
+            first, last = f["timestamp"].min(), f["timestamp"].max()
+            assert isinstance(first, dt.date) and isinstance(last, dt.date)  # a non-empty temporal column
+            return f"{first:%Y-%m-%d}..{last:%Y-%m-%d}, {f.height:,} rows, {f['user_id'].n_unique():,} users"
 
         return f"train {span(self.train)} | validation {span(self.validation)} | test {span(self.test)}"
 

@@ -38,7 +38,15 @@ def item_counts(
 
 
 def popularity_scores(counts: np.ndarray, tie_breaker: np.ndarray | None = None) -> np.ndarray:
-    """Counts turned into strictly ordered scores in [0, 1): a tiny tie-breaker keeps ranks stable."""
+    """Counts turned into strictly ordered scores in [0, 1): a tiny tie-breaker keeps ranks stable.
+
+    Args:
+        counts: per-item counts.
+        tie_breaker: per-item values that order equal counts (adds at most 1e-9).
+
+    Returns:
+        Per-item float64 scores.
+    """
     top = counts.max() if counts.size and counts.max() > 0 else 1.0
     scores = counts / (top + 1.0)
     if tie_breaker is not None:

@@ -9,14 +9,17 @@ broken by the model; :func:`top_k_indices` does that deterministically (lower in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
+Item = TypeVar("Item", bound=Hashable)  # an item id: a string, or a catalogue row number
 
-def dedupe(predicted: Sequence[str]) -> list[str]:
+
+def dedupe(predicted: Sequence[Item]) -> list[Item]:
     """Predictions with repeats removed, first occurrence kept."""
-    seen: set[str] = set()
+    seen: set[Item] = set()
     out = []
     for p in predicted:
         if p not in seen:
@@ -25,7 +28,7 @@ def dedupe(predicted: Sequence[str]) -> list[str]:
     return out
 
 
-def average_precision_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def average_precision_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
     """AP@k as in the H&M competition: sum of precision at each hit, divided by min(|relevant|, k)."""
     truth = set(relevant)
     if not truth:
@@ -38,7 +41,7 @@ def average_precision_at_k(predicted: Sequence[str], relevant: Iterable[str], k:
     return score / min(len(truth), k)
 
 
-def recall_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def recall_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
     """Share of relevant items found in the top k (divided by |relevant|, not min(|relevant|, k))."""
     truth = set(relevant)
     if not truth:
@@ -46,13 +49,13 @@ def recall_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> fl
     return len(truth.intersection(dedupe(predicted)[:k])) / len(truth)
 
 
-def precision_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def precision_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
     """Hits in the top k divided by k (a short list is not rewarded for being short)."""
     truth = set(relevant)
     return len(truth.intersection(dedupe(predicted)[:k])) / k
 
 
-def ndcg_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def ndcg_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
     """Binary-relevance NDCG@k with log2 discounts; ideal DCG places min(|relevant|, k) hits first."""
     truth = set(relevant)
     if not truth:
@@ -62,7 +65,7 @@ def ndcg_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> floa
     return dcg / ideal
 
 
-def hit_rate_at_k(predicted: Sequence[str], relevant: Iterable[str], k: int) -> float:
+def hit_rate_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
     """1 if any relevant item is in the top k, else 0."""
     truth = set(relevant)
     return float(any(item in truth for item in dedupe(predicted)[:k]))

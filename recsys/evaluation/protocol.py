@@ -92,7 +92,11 @@ def score_lists(
                     continue
                 rows.setdefault(f"{metric}@{k}", []).append(fn(recs, truth, k))
     per_user = pl.DataFrame({"user_id": setup.users, **rows})
-    summary = {c: float(per_user[c].mean()) for c in rows}
+    summary: dict[str, float] = {}
+    for c in rows:
+        mean = per_user[c].mean()
+        assert isinstance(mean, (int, float)), c  # a non-empty numeric column
+        summary[c] = float(mean)
     lists = [recommendations.get(u, []) for u in setup.users]
     summary[f"coverage@{config.k}"] = catalogue_coverage(lists, setup.train.n_items, config.k)
     summary[f"novelty@{config.k}"] = novelty(lists, setup.item_popularity, config.k)

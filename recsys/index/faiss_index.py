@@ -79,21 +79,27 @@ class ItemIndex:
         augmented = np.ascontiguousarray(np.hstack([vectors, extra]))
         if config.ann == "ivf":
             return cls(np.asarray(item_ids, dtype=str), _ivf(augmented, config), "ivf", max_norm)
-        index = faiss.IndexHNSWFlat(d + 1, config.hnsw_m, faiss.METRIC_L2)
-        index.hnsw.efConstruction = config.ef_construction
-        index.hnsw.efSearch = config.ef_search
-        index.add(augmented)
-        return cls(np.asarray(item_ids, dtype=str), index, "hnsw", max_norm)
+        hnsw = faiss.IndexHNSWFlat(d + 1, config.hnsw_m, faiss.METRIC_L2)
+        hnsw.hnsw.efConstruction = config.ef_construction
+        hnsw.hnsw.efSearch = config.ef_search
+        hnsw.add(augmented)
+        return cls(np.asarray(item_ids, dtype=str), hnsw, "hnsw", max_norm)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def _hnsw(self) -> faiss.HNSW:
+        """The graph parameters of an ``hnsw`` index (FAISS hands back the concrete index class)."""
+        assert isinstance(self.index, faiss.IndexHNSW), f"a {self.kind} index has no HNSW graph"
+        return self.index.hnsw
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.kind == "hnsw":
             # efSearch below k would cap the result list; widen it for this call.
-            self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
+            self._hnsw.efSearch = max(self._hnsw.efSearch, k)
         if self.kind in APPROXIMATE:
             padded = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), dtype=np.float32)]))
             dist, rows = self.index.search(padded, min(k, len(self)))
@@ -113,7 +119,7 @@ class ItemIndex:
     def breadth(self) -> int | None:
         """How much of an approximate index a query explores: HNSW ``efSearch`` or IVF ``nprobe`` (None when exact)."""
         if self.kind == "hnsw":
-            return int(self.index.hnsw.efSearch)
+            return int(self._hnsw.efSearch)
         if self.kind == "ivf":
             return int(faiss.extract_index_ivf(self.index).nprobe)
         return None
@@ -127,13 +133,14 @@ class ItemIndex:
         if value < 1:
             raise ValueError(f"index: search breadth must be >= 1, got {value}")
         if self.kind == "hnsw":
-            self.index.hnsw.efSearch = int(value)
+            self._hnsw.efSearch = int(value)
         elif self.kind == "ivf":
             faiss.extract_index_ivf(self.index).nprobe = int(value)
 
     def vector(self, row: int) -> np.ndarray:
         """The item vector stored at ``row`` (as given to :meth:`build`, without the norm augmentation)."""
-        v = self.index.reconstruct(int(row))
+        # faiss's stub lists the torch overload first; without a buffer, numpy in gives numpy out.
+        v: np.ndarray = self.index.reconstruct(int(row))  # type: ignore[assignment]
         return v[:-1] if self.kind in APPROXIMATE else v
 
     def search_ids(self, queries: np.ndarray, k: int) -> list[list[str]]:

@@ -106,7 +106,7 @@ def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np
 
     def populate(tmp: Path) -> None:
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        np.savez(tmp / "arrays.npz", **arrays)
+        np.savez(tmp / "arrays.npz", allow_pickle=True, **arrays)  # numpy's default; named so **arrays types as arrays
 
     return write_dir(directory, populate)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns and slows down with threaded BLAS
 
@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel
 from implicit.als import AlternatingLeastSquares
 from implicit.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import (
@@ -122,11 +123,22 @@ def solve_user_factors(weighted: sp.csr_matrix, item_factors: np.ndarray, config
     return out
 
 
-class FactorRecommender(ScoringRecommender):
-    """Shared scoring and storage for matrix-factorisation models (score = user . item)."""
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
+
+class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
+    """Shared scoring and storage for matrix-factorisation models (score = user . item).
+
+    Args:
+        config: the model's settings (default: ``config_class()``).
+    """
+
+    config_class: type[ConfigT]
     user_factors: np.ndarray
     item_factors: np.ndarray
+
+    def __init__(self, config: ConfigT | None = None):
+        self.config: ConfigT = config or self.config_class()
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
         # float64: float32 products are exact in float64, so a user's scores (and the order of
@@ -205,13 +217,13 @@ class FactorRecommender(ScoringRecommender):
 
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(cls.config_class(**params))  # type: ignore[attr-defined]
+        model = cls(cls.config_class(**params))
         model._load_common(arrays)
         model.user_factors, model.item_factors = arrays["user_factors"], arrays["item_factors"]
         return model
 
 
-class ALSRecommender(FactorRecommender):
+class ALSRecommender(FactorRecommender[ALSConfig]):
     """implicit's Alternating Least Squares on (optionally BM25-weighted) confidences.
 
     Args:
@@ -220,9 +232,6 @@ class ALSRecommender(FactorRecommender):
 
     name = "als"
     config_class = ALSConfig
-
-    def __init__(self, config: ALSConfig | None = None):
-        self.config = config or ALSConfig()
 
     def _new_model(self) -> AlternatingLeastSquares:
         c = self.config
@@ -268,14 +277,15 @@ class ALSRecommender(FactorRecommender):
         return weight_new_rows(rows, self.config, cached[1], cached[2])
 
 
-class BPRRecommender(FactorRecommender):
-    """implicit's Bayesian Personalised Ranking (factors include implicit's item-bias column)."""
+class BPRRecommender(FactorRecommender[BPRConfig]):
+    """implicit's Bayesian Personalised Ranking (factors include implicit's item-bias column).
+
+    Args:
+        config: factors, learning rate, regularisation, iterations and seed.
+    """
 
     name = "bpr"
     config_class = BPRConfig
-
-    def __init__(self, config: BPRConfig | None = None):
-        self.config = config or BPRConfig()
 
     def fit(self, data: TrainingData) -> Self:
         self._fit_common(data)

@@ -91,7 +91,7 @@ class LambdaRankModel:
 
     def predict(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Ranking scores (higher = better) per row (``threads``: OpenMP threads, default LightGBM's)."""
-        extra = {"num_threads": threads} if threads else {}
+        extra: dict[str, Any] = {"num_threads": threads} if threads else {}
         return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, **extra), dtype=np.float64)
 
     def contributions(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -99,7 +99,7 @@ class LambdaRankModel:
 
         They sum to :meth:`predict`'s score (up to rounding).
         """
-        extra = {"num_threads": threads} if threads else {}
+        extra: dict[str, Any] = {"num_threads": threads} if threads else {}
         return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, pred_contrib=True, **extra))
 
     def importance(self, kind: str = "gain") -> dict[str, float]:

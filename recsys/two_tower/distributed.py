@@ -48,7 +48,7 @@ def run(config_path: str, out: Path, overrides: dict[str, object] | None = None)
     split = split_by_time(dataset.interactions, config.split)
     window = TrainingData.build(split.history, dataset.items, dataset.users, as_of=split.test_start)
     model = TwoTowerRecommender.from_config(config)
-    vectors = model.features.vectors(dataset.items)
+    vectors = model.features.vectors()
     inner, truth = holdout(window, config.split.validation_days)
     result = model.early_stopping_run(inner, truth, vectors)
     world = dist.get_world_size() if dist.is_initialized() else 1

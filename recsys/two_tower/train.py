@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from recsys.two_tower.batching import make_batch
 from recsys.two_tower.features import ItemTable, Queries
 from recsys.two_tower.loss import log_sampling_probability, sampled_softmax_loss
 from recsys.two_tower.model import TowerSpec, TwoTower
+
+if TYPE_CHECKING:
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +293,7 @@ def full_state(tower: TwoTower) -> dict[str, torch.Tensor]:
         return _full_state(tower, ShardedTensor)
 
 
-def _full_state(tower: TwoTower, sharded: type) -> dict[str, torch.Tensor]:
+def _full_state(tower: TwoTower, sharded: type[ShardedTensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in tower.state_dict().items():
         if isinstance(value, sharded):

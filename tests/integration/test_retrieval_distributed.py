@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from recsys.config import PROJECT_ROOT
-from tests.conftest import make_shop, shop_config
+from recsys.data import load_dataset
+from tests.conftest import make_shop, shop_config, write_standin_vectors
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,7 +35,8 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 def test_two_process_run_matches_single_process(tmp_path: Path) -> None:
     root = make_shop(tmp_path / "shop", n_users=400, n_items=60, days=8)
-    config = shop_config(root, tmp_path / "work", retrieval={"standin_dim": 16, "two_tower": TWO_TOWER})
+    config = shop_config(root, tmp_path / "work", retrieval={"two_tower": TWO_TOWER})
+    write_standin_vectors(config, load_dataset(config.data).items, 16)
     path = tmp_path / "shop.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}

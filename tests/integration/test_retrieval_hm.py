@@ -16,6 +16,7 @@ from recsys.data import load_dataset
 from recsys.data.dataset import Dataset
 from recsys.evaluation.protocol import prepare_evaluation, score_lists
 from recsys.models.als_factors import ALSFactors
+from tests.conftest import write_standin_vectors
 from training.retrieval import run_retrieval
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,7 +36,6 @@ def sliced(hm_config: ProjectConfig) -> tuple[ProjectConfig, Dataset]:
             "models": hm_config.models.model_copy(update={"als": hm_config.models.als.model_copy(update={"factors": 32, "iterations": 8})}),
             "retrieval": hm_config.retrieval.model_copy(
                 update={
-                    "standin_dim": 32,
                     "two_tower": hm_config.retrieval.two_tower.model_copy(
                         update={"id_dim": 32, "hidden": [64], "output_dim": 32, "max_epochs": 2, "batch_size": 512}
                     ),
@@ -44,6 +44,7 @@ def sliced(hm_config: ProjectConfig) -> tuple[ProjectConfig, Dataset]:
             )
         }
     )
+    write_standin_vectors(config, items, 32)
     return config, sliced
 
 

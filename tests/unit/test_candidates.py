@@ -13,7 +13,7 @@ from recsys.candidates.sources import history_lists, recent_items
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
 from recsys.registry import build_model
-from tests.conftest import make_shop, shop_config
+from tests.conftest import make_shop, shop_config, write_standin_vectors
 
 TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
 
@@ -61,9 +61,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, Trai
     tmp = tmp_path_factory.mktemp("candidates")
     config = shop_config(
         make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work",
-        retrieval={"standin_dim": 8, "two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10, "product_column": "product_type"}, "index": {"exact_max_items": 10}},
+        retrieval={"two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10, "product_column": "product_type"}, "index": {"exact_max_items": 10}},
     )
     ds = load_dataset(config.data)
+    write_standin_vectors(config, ds.items)
     split = split_by_time(ds.interactions, config.split)
     return config, TrainingData.build(split.history, ds.items, ds.users, as_of=split.test_start)
 

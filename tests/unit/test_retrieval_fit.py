@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from training import retrieval
 from features.content.standin import build_standin_vectors
 from recsys.candidates.merge import merge
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
 from recsys.vectors import ItemVectors
 from tests.conftest import make_shop, shop_config
+from training import retrieval
 from training.retrieval import RetrievalFit, fit_retrieval, run_retrieval
 
-TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
-RETRIEVAL = {"two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10, "product_column": "product_type"}, "index": {"exact_max_items": 10}}
+TWO_TOWER: dict[str, Any] = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
+RETRIEVAL: dict[str, Any] = {"two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 10, "product_column": "product_type"}, "index": {"exact_max_items": 10}}
 
 
 def _config(tmp: Path, **retrieval_overrides: Any) -> ProjectConfig:

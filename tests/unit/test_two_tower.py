@@ -17,7 +17,7 @@ from recsys.two_tower.features import build_item_table, inference_queries, train
 from recsys.two_tower.loss import log_sampling_probability, sampled_softmax_loss
 from recsys.two_tower.model import TwoTower
 from recsys.two_tower.recommender import TwoTowerRecommender
-from tests.conftest import make_shop, shop_config
+from tests.conftest import make_shop, shop_config, write_standin_vectors
 
 SMALL = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 3, "patience": 1, "validation_k": 10}
 
@@ -25,8 +25,9 @@ SMALL = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, TrainingData]:
     tmp = tmp_path_factory.mktemp("two_tower")
-    config = shop_config(make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work", retrieval={"standin_dim": 8, "two_tower": SMALL})
+    config = shop_config(make_shop(tmp / "shop", n_users=60, n_items=30), tmp / "work", retrieval={"two_tower": SMALL})
     ds = load_dataset(config.data)
+    write_standin_vectors(config, ds.items)
     split = split_by_time(ds.interactions, config.split)
     return config, TrainingData.build(split.history, ds.items, ds.users, as_of=split.test_start)
 
