@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup lock test test-fast evaluate train serve bench notebooks mlflow-ui lint clean
+.PHONY: setup lock test typecheck test-fast evaluate train serve bench notebooks mlflow-ui lint clean
 
 ## setup: create $(VENV) and install every pinned dependency (CPU torch, torchrec without CUDA deps)
 setup:
@@ -26,9 +26,13 @@ setup:
 lock:
 	$(PY) -m uv pip compile requirements.in -o requirements.lock --python-version 3.11 --find-links /opt/wheels --custom-compile-command "make lock" -q
 
-## test: the whole suite (unit, integration on an H&M slice, end-to-end)
-test: browsers
+## test: the type check, then the whole suite (unit, integration on an H&M slice, end-to-end)
+test: browsers typecheck
 	$(PY) -m pytest -q
+
+## typecheck: mypy over recsys/ and features/ (settings in pyproject.toml)
+typecheck:
+	$(VENV)/bin/mypy
 
 ## test-fast: unit tests only
 test-fast:

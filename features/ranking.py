@@ -283,7 +283,7 @@ def build_item_table(
     ids = data.item_index.ids
     if vectors is not None:
         content = {k: vectors.aligned(ids, k) for k in CONTENT_KINDS}
-        has_image = vectors.aligned(ids, "image").any(axis=1)
+        has_image = np.asarray(vectors.aligned(ids, "image").any(axis=1), dtype=bool)
     else:
         content = {k: np.zeros((len(ids), 1), dtype=np.float32) for k in CONTENT_KINDS}
         has_image = np.zeros(len(ids), dtype=bool)

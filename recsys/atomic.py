@@ -37,19 +37,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically."""
+    """Write a text file atomically.
+
+    Returns:
+        ``path`` as a Path.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
 def write_json(path: str | Path, payload: Any, **dumps: Any) -> Path:
-    """Write JSON atomically (``dumps`` are passed to :func:`json.dumps`, default indent 2)."""
+    """Write JSON atomically.
+
+    Args:
+        path: the file.
+        payload: anything :func:`json.dumps` accepts.
+        **dumps: keyword arguments for :func:`json.dumps` (default ``indent=2``).
+
+    Returns:
+        ``path`` as a Path.
+    """
     return write_text(path, json.dumps(payload, **{"indent": 2, **dumps}))
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez`` atomically (load it back with ``allow_pickle=False``)."""
+    """``np.savez`` atomically (load it back with ``allow_pickle=False``).
+
+    Args:
+        path: the ``.npz`` file.
+        **arrays: name -> array.
+
+    Returns:
+        ``path`` as a Path.
+    """
     with atomic_path(path) as tmp:
         np.savez(tmp, allow_pickle=True, **arrays)  # numpy's default; named so **arrays types as arrays
     return Path(path)

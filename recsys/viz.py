@@ -72,7 +72,16 @@ def image_grid(
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
-    """Save a figure as PNG atomically and close it."""
+    """Save a figure as PNG atomically and close it.
+
+    Args:
+        fig: the figure.
+        path: the ``.png`` file.
+        dpi: resolution.
+
+    Returns:
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)

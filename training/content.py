@@ -34,7 +34,7 @@ from recsys.atomic import write_json
 from recsys.config import ProjectConfig
 from recsys.content_config import ContentConfig
 from recsys.data import Dataset
-from recsys.vectors import ItemVectors, fuse, l2_normalise
+from recsys.vectors import ItemVectors, l2_normalise
 from training.tracking import log_metrics, start_run
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def item_vectors(inputs: CatalogueInputs, encoder: ContentEncoder, cc: ContentCo
     rows = np.flatnonzero(inputs.has_image)
     if len(rows):
         image[rows] = encoder.encode_images([inputs.image_paths[i] for i in rows], cc.image_batch_size, progress)
-    fused = fuse(image, text, inputs.has_image, cc.fusion.image_weight, cc.fusion.text_weight)
+    fused = encoder.fuse(image, text, inputs.has_image, cc.fusion.image_weight, cc.fusion.text_weight)
     return ItemVectors(inputs.item_ids.copy(), image, l2_normalise(text), fused, inputs.has_image.copy(), encoder.identity)
 
 

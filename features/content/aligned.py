@@ -37,16 +37,30 @@ class Backbones:
 
     @property
     def identities(self) -> dict[str, str]:
+        """The towers' identities, ``{"image": ..., "text": ...}``."""
         return {"image": self.image_tower.identity, "text": self.text_tower.identity}
 
     def images(self, images: Sequence[ImageInput], progress: bool = True, batch_size: int | None = None) -> np.ndarray:
-        """(n, 1280) image features."""
+        """(n, 1280) image features.
+
+        Args:
+            images: paths or PIL images.
+            progress: show a progress bar.
+            batch_size: images per forward pass (default: the configured one).
+        """
         return self.image_features(images, batch_size or self.image_batch_size, "image features", progress)
 
     def item_texts(self, parts: Sequence[Sequence[str]], progress: bool = True) -> np.ndarray:
         """(n, 384) item text features: the normalised sum of the parts' features (empty parts skipped).
 
         Each distinct part is encoded once (colour variants share name and description).
+
+        Args:
+            parts: ``parts[p][i]`` is part p of item i.
+            progress: show a progress bar.
+
+        Raises:
+            ValueError: no parts.
         """
         total: np.ndarray | None = None
         for part in parts:
@@ -58,7 +72,13 @@ class Backbones:
         return l2_normalise(total)
 
     def texts(self, texts: Sequence[str], progress: bool = True, batch_size: int | None = None) -> np.ndarray:
-        """(n, 384) text features; sorted by length inside so batches pad little."""
+        """(n, 384) text features; sorted by length inside so batches pad little.
+
+        Args:
+            texts: the texts, results in this order.
+            progress: show a progress bar.
+            batch_size: texts per forward pass (default: the configured one).
+        """
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         feats = self.text_features([texts[i] for i in order], batch_size or self.text_batch_size, "text features", progress)
         out = np.empty_like(feats)
@@ -84,6 +104,11 @@ class AlignedEncoder(ContentEncoder):
     @classmethod
     def from_config(cls, config: ContentConfig, heads_dir: str | Path, cache_root: str | Path | None) -> "AlignedEncoder":
         """Load a heads version and check it was trained on the configured backbones.
+
+        Args:
+            config: the ``content`` section (backbone input size, token limit, batch sizes).
+            heads_dir: the heads version folder.
+            cache_root: feature cache folder, or None.
 
         Raises:
             ValueError: the heads were trained on other backbone features (input size, weights).

@@ -54,6 +54,7 @@ class AlignmentData:
 
     @property
     def n(self) -> int:
+        """Number of items (rows)."""
         return len(self.image)
 
 
@@ -88,7 +89,17 @@ def split_by_group(groups: np.ndarray, test_share: float, validation_share: floa
 
 
 def one_per_group(rows: np.ndarray, groups: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """Up to ``limit`` rows with distinct groups (colour variants would make retrieval ambiguous)."""
+    """Up to ``limit`` rows with distinct groups (colour variants would make retrieval ambiguous).
+
+    Args:
+        rows: candidate rows.
+        groups: group label per row of the whole data set.
+        limit: most rows to return.
+        seed: the order rows are considered in.
+
+    Returns:
+        The picked rows (int64), in the shuffled order.
+    """
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     picked = []
@@ -217,7 +228,16 @@ def train_heads(
 
 
 def retrieval_recalls(queries: np.ndarray, gallery: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[int, float]:
-    """Recall@k when query i's only match is gallery row i (uses the shared metric implementation)."""
+    """Recall@k when query i's only match is gallery row i (uses the shared metric implementation).
+
+    Args:
+        queries: (n, d) unit vectors.
+        gallery: (n, d) unit vectors, row i paired with query i.
+        ks: cut-offs.
+
+    Returns:
+        k -> mean recall.
+    """
     scores = queries @ gallery.T
     top = top_k_indices(scores, max(ks))
     out = {}
@@ -227,14 +247,29 @@ def retrieval_recalls(queries: np.ndarray, gallery: np.ndarray, ks: tuple[int, .
 
 
 def zero_shot_classes(types: np.ndarray, rows: np.ndarray, n: int) -> list[str]:
-    """The ``n`` most frequent non-empty product types among ``rows`` (ties by name)."""
+    """The ``n`` most frequent non-empty product types among ``rows`` (ties by name).
+
+    Args:
+        types: product type per row.
+        rows: the rows to count.
+        n: how many types.
+    """
     names, counts = np.unique(types[rows], return_counts=True)
     ranked = sorted((int(-c), str(t)) for t, c in zip(names, counts) if t)
     return [t for _, t in ranked[:n]]
 
 
 def class_embeddings(classes: list[str], prompts: list[str], encode_texts: Callable[[list[str]], np.ndarray]) -> np.ndarray:
-    """One unit vector per class: the mean of its prompts' embeddings (prompt ensembling)."""
+    """One unit vector per class: the mean of its prompts' embeddings (prompt ensembling).
+
+    Args:
+        classes: product types.
+        prompts: templates with ``{type}``.
+        encode_texts: texts -> (n, d) vectors.
+
+    Returns:
+        (len(classes), d) unit vectors.
+    """
     texts = [p for c in classes for p in type_prompts(c, prompts)]
     emb = encode_texts(texts).reshape(len(classes), len(prompts), -1).mean(1)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -268,7 +303,15 @@ def zero_shot_predictions(
 
 
 def head_text_encoder(heads: AlignmentHeads, text_features: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
-    """Texts -> shared space through frozen features and the text head."""
+    """Texts -> shared space through frozen features and the text head.
+
+    Args:
+        heads: the trained heads (its text head is used).
+        text_features: texts -> frozen backbone features.
+
+    Returns:
+        A function texts -> (n, dim) vectors.
+    """
 
     def encode(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
@@ -334,7 +377,17 @@ def evaluate_heads(
     classes: list[str] | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
-    """:func:`evaluate_embeddings` of the heads applied to frozen features (eval mode, restored after)."""
+    """:func:`evaluate_embeddings` of the heads applied to frozen features (eval mode, restored after).
+
+    Args:
+        heads: the heads under evaluation.
+        data: frozen features, groups and types of every item.
+        rows: held-out rows to evaluate on.
+        evaluation: retrieval size and prompts.
+        text_features: texts -> frozen text features, for zero-shot; None skips it.
+        classes: zero-shot classes; default: the most frequent types among all rows.
+        seed: which held-out items form the retrieval set.
+    """
     was_training = heads.training
     heads.eval()
     try:

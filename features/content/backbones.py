@@ -30,12 +30,21 @@ _LITE_STD = 128.0 / 255.0
 
 if TYPE_CHECKING:
     from efficientnet_lite_pytorch import EfficientNet
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 M = TypeVar("M", bound=nn.Module)
 
 
 def file_digest(path: str | Path, limit: int | None = None) -> str:
-    """sha256 of a file (of its first ``limit`` bytes when given), for encoder identities."""
+    """sha256 of a file (of its first ``limit`` bytes when given), for encoder identities.
+
+    Args:
+        path: the file.
+        limit: bytes to hash from the start; None hashes all of it.
+
+    Returns:
+        The first 16 hex digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         remaining = limit
@@ -59,7 +68,9 @@ def fold_batchnorm(model: M) -> M:
 
     fold(model, "_conv_stem", "_bn0")
     fold(model, "_conv_head", "_bn1")
-    for block in model._blocks:  # type: ignore[union-attr]
+    blocks = model._blocks
+    assert isinstance(blocks, nn.ModuleList), "not an EfficientNet-Lite"
+    for block in blocks:
         fold(block, "_expand_conv", "_bn0")
         fold(block, "_depthwise_conv", "_bn1")
         fold(block, "_project_conv", "_bn2")
@@ -89,10 +100,12 @@ class ImageTower:
 
     @cached_property
     def identity(self) -> str:
+        """Names weights, input size and preprocessing (the feature cache key)."""
         return f"efficientnet-lite0:{file_digest(self.weights)}:{self.height}x{self.width}:tfnorm:v1"
 
     @cached_property
     def model(self) -> EfficientNet:
+        """The network (eval mode, frozen, BatchNorm folded, channels-last), loaded on first use."""
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name("efficientnet-lite0")
@@ -138,10 +151,11 @@ class TextTower:
 
     @cached_property
     def identity(self) -> str:
+        """Names weights, token limit and pooling (the feature cache key)."""
         return f"all-minilm-l6-v2:{file_digest(self.path / 'model.safetensors', limit=1 << 24)}:len{self.max_length}:mean:v1"
 
     @cached_property
-    def _model(self) -> tuple[nn.Module, object]:
+    def _model(self) -> tuple[nn.Module, PreTrainedTokenizerBase]:
         from transformers import AutoModel, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
@@ -153,7 +167,7 @@ class TextTower:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings (n, 384) float32, unit length."""
         model, tokenizer = self._model
-        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")  # type: ignore[operator]
+        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode():
             hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

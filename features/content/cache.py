@@ -77,7 +77,15 @@ class VectorCache:
         return np.stack([self._rows[k] for k in keys]).astype(np.float32)
 
     def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store one shard atomically and keep the vectors in memory."""
+        """Store one shard atomically and keep the vectors in memory.
+
+        Args:
+            keys: content hashes.
+            vectors: (len(keys), d) vectors, stored as float32.
+
+        Raises:
+            ValueError: ``keys`` and ``vectors`` differ in length.
+        """
         if len(keys) != len(vectors):
             raise ValueError(f"{len(keys)} keys but {len(vectors)} vectors")
         if not len(keys):

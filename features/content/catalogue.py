@@ -42,6 +42,7 @@ class CatalogueInputs:
 
     @property
     def n(self) -> int:
+        """Number of catalogue items."""
         return len(self.item_ids)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,10 +17,16 @@ import torch
 from features.content.encoders import CachedFeatures, ContentEncoder, normalised, text_key
 from features.content.images import ImageInput, image_key, open_rgb
 
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-def _embedding(output: object) -> torch.Tensor:
+
+def _embedding(output: torch.Tensor | BaseModelOutputWithPooling) -> torch.Tensor:
     """transformers 5 returns a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projection."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output  # type: ignore[attr-defined]
+    if isinstance(output, torch.Tensor):
+        return output
+    assert output.pooler_output is not None, "CLIP's get_*_features always set the projection"
+    return output.pooler_output
 
 
 class ClipEncoder(ContentEncoder):

@@ -11,6 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from features.content.cache import VectorCache, cached_encode, content_hash
 from features.content.images import ImageInput
 from features.content.text import join_parts
-from recsys.vectors import l2_normalise
+from recsys.vectors import fuse, l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,22 @@ class ContentEncoder(ABC):
         joined = [join_parts(item) for item in zip(*parts)]
         return self.encode_texts(joined, batch_size, progress)
 
+    def fuse(self, image: np.ndarray, text: np.ndarray, has_image: np.ndarray, image_weight: float, text_weight: float) -> np.ndarray:
+        """Fused item vectors from image and text vectors of this encoder's space.
+
+        Args:
+            image: (n, dim) image vectors (zero rows where ``has_image`` is False).
+            text: (n, dim) text vectors.
+            has_image: (n,) bool.
+            image_weight: weight of the image.
+            text_weight: weight of the text.
+
+        Returns:
+            (n, dim) float32; the default (one shared space): the weighted sum, renormalised, and the
+            text alone for an item without a photo.
+        """
+        return fuse(image, text, has_image, image_weight, text_weight)
+
 
 class CachedFeatures:
     """Batched, disk-cached application of one feature function (a tower or a whole model).
@@ -66,7 +83,7 @@ class CachedFeatures:
         self,
         identity: str,
         fn: Callable[[list], np.ndarray],
-        key: Callable[[object], str],
+        key: Callable[[Any], str],
         cache_root: str | Path | None,
         threads: int = 2,
     ):

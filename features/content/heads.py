@@ -54,6 +54,7 @@ class Head(nn.Module):
         self.std.copy_(features.std(0).clamp_min(1e-4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in_dim) frozen features -> (n, out_dim) unit vectors."""
         return nn.functional.normalize(self.net((x - self.mean) / self.std), dim=-1)
 
 
@@ -76,6 +77,7 @@ class AlignmentHeads(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
+        """The logit scale (1 / temperature), at most 100."""
         # CLIP clamps the logit scale at 100 so the temperature cannot collapse.
         return self.log_scale.exp().clamp(max=100.0)
 

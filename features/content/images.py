@@ -41,6 +41,12 @@ def letterbox(img: Image.Image, width: int, height: int, fill: tuple[int, int, i
 
     Product photos sit on white, so white padding adds no content; a photo that already has the
     target aspect (H&M: 2:3) is simply resized.
+
+    Args:
+        img: the photo.
+        width: output width in pixels.
+        height: output height in pixels.
+        fill: RGB padding colour.
     """
     w, h = img.size
     scale = min(width / w, height / h)
@@ -54,7 +60,13 @@ def letterbox(img: Image.Image, width: int, height: int, fill: tuple[int, int, i
 
 
 def to_array(img: Image.Image, mean: float | tuple[float, float, float], std: float | tuple[float, float, float]) -> np.ndarray:
-    """(3, H, W) float32, scaled to [0, 1] then normalised."""
+    """(3, H, W) float32, scaled to [0, 1] then normalised.
+
+    Args:
+        img: an RGB image.
+        mean: per-channel (or shared) mean subtracted after scaling.
+        std: per-channel (or shared) divisor.
+    """
     a: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     a = (a - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(a.transpose(2, 0, 1))

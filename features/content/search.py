@@ -88,7 +88,19 @@ class ContentSearch:
         require_image: bool = False,
         exclude: Sequence[str] = (),
     ) -> SearchResult:
-        """The two-stage search for already-encoded query vectors (see the module docstring)."""
+        """The two-stage search for already-encoded query vectors (see the module docstring).
+
+        Args:
+            text: unit query vector from the text encoder, or None.
+            image: unit query vector from the image encoder, or None.
+            k: results wanted.
+            rerank_text_weight: overrides the configured second-stage text weight.
+            require_image: only items with a photo.
+            exclude: item ids never returned.
+
+        Raises:
+            ValueError: ``k`` is not positive, or neither vector given.
+        """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         if text is None and image is None:
@@ -113,6 +125,12 @@ class ContentSearch:
 
     def similar_items(self, item_id: str, k: int = 10, kind: str = "fused", require_image: bool = False) -> SearchResult:
         """Nearest items to one item by its ``kind`` vector (the item itself is left out).
+
+        Args:
+            item_id: the item.
+            k: results wanted.
+            kind: which vectors to compare: ``"fused"``, ``"text"`` or ``"image"``.
+            require_image: only items with a photo (always so for ``kind="image"``).
 
         Raises:
             KeyError: unknown item.

@@ -29,7 +29,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from features.content.encoders import ContentEncoder
 from features.content.images import ImageInput
 from recsys.atomic import write_dir, write_text
-from recsys.vectors import ItemVectors, fuse, l2_normalise
+from recsys.vectors import ItemVectors, l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,16 @@ class StandinEncoder(ContentEncoder):
         for i, image in enumerate(images):
             out[i, :PHOTO_DIM] = _descriptor_of(image)
         return out
+
+    def fuse(self, image: np.ndarray, text: np.ndarray, has_image: np.ndarray, image_weight: float, text_weight: float) -> np.ndarray:
+        """``[w_i * photo | w_t * text] / |w|`` for every item: a missing photo is a zero block.
+
+        Photo and text are separate blocks here, so an item without a photo must not get its text
+        block at full length (the shared-space rule): its text cosine would outrank every item
+        with a photo on a words-only query.
+        """
+        total = float(np.hypot(image_weight, text_weight))
+        return ((image_weight * image + text_weight * text) / total).astype(np.float32)
 
     def save(self, heads_dir: str | Path) -> Path:
         """Write a new version below ``heads_dir`` and point ``LATEST`` at it.
@@ -242,4 +252,4 @@ def build_standin_vectors(items: pl.DataFrame, text_columns: list[str], dim: int
     image = np.zeros_like(text)
     has_image = np.zeros(len(texts), dtype=bool)
     return ItemVectors(np.asarray(items["item_id"].cast(pl.String).to_list(), dtype=str), image, text,
-                       fuse(image, text, has_image, 0.5, 0.5), has_image, encoder.identity)
+                       encoder.fuse(image, text, has_image, 0.0, 1.0), has_image, encoder.identity)

@@ -22,7 +22,16 @@ def template_fields(template: str) -> list[str]:
 
 
 def check_template(template: str, columns: list[str], where: str = "content.text_template") -> None:
-    """Raise a clear error when a template names a column the catalogue does not have."""
+    """Raise a clear error when a template names a column the catalogue does not have.
+
+    Args:
+        template: a ``str.format`` template with ``{column}`` fields.
+        columns: the catalogue's columns.
+        where: the config key named in the message.
+
+    Raises:
+        ValueError: a field is not in ``columns``.
+    """
     missing = [f for f in template_fields(template) if f not in columns]
     if missing:
         raise ValueError(f"{where}: unknown catalogue column(s) {missing}; available: {', '.join(columns)}")
@@ -61,5 +70,13 @@ def join_parts(parts: Sequence[str]) -> str:
 
 
 def type_prompts(type_name: str, templates: list[str]) -> list[str]:
-    """Zero-shot prompts for a product type (``{type}`` in each template), lower-cased like catalogue views."""
+    """Zero-shot prompts for a product type: each template with ``{type}`` filled in (case kept).
+
+    Args:
+        type_name: the product type.
+        templates: prompt templates containing ``{type}``.
+
+    Returns:
+        One prompt per template.
+    """
     return [t.format(type=type_name) for t in templates]

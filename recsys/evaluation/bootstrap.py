@@ -64,7 +64,17 @@ def paired_bootstrap(
 
 
 def bootstrap_mean_interval(values: np.ndarray, samples: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean."""
+    """Percentile bootstrap interval of a mean.
+
+    Args:
+        values: the sample.
+        samples: bootstrap resamples.
+        alpha: 1 - coverage (0.05: a 95% interval).
+        seed: resampling seed.
+
+    Returns:
+        (low, high).
+    """
     v = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, size=(samples, v.size))].mean(axis=1)

@@ -29,7 +29,18 @@ def dedupe(predicted: Sequence[Item]) -> list[Item]:
 
 
 def average_precision_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
-    """AP@k as in the H&M competition: sum of precision at each hit, divided by min(|relevant|, k)."""
+    """AP@k as in the H&M competition: sum of precision at each hit, divided by min(|relevant|, k).
+
+    Every per-user metric here takes the same arguments:
+
+    Args:
+        predicted: ranked item ids, best first (repeats count once, at their first position).
+        relevant: the user's relevant items (order and repeats do not matter).
+        k: cut-off.
+
+    Returns:
+        The metric in [0, 1]; 0 when nothing is relevant.
+    """
     truth = set(relevant)
     if not truth:
         return 0.0
@@ -81,7 +92,16 @@ PER_USER_METRICS = {
 
 
 def catalogue_coverage(recommendations: Iterable[Sequence[str]], catalogue_size: int, k: int) -> float:
-    """Distinct items appearing in anyone's top k, as a share of the catalogue."""
+    """Distinct items appearing in anyone's top k, as a share of the catalogue.
+
+    Args:
+        recommendations: one ranked list per user.
+        catalogue_size: number of items that could be recommended.
+        k: cut-off.
+
+    Raises:
+        ValueError: ``catalogue_size`` is not positive.
+    """
     if catalogue_size <= 0:
         raise ValueError("catalogue_size must be positive")
     distinct: set[str] = set()
@@ -95,6 +115,14 @@ def novelty(recommendations: Iterable[Sequence[str]], item_popularity: dict[str,
 
     Items never seen in training get the probability of a single interaction (the rarest
     observable), so they count as the most novel rather than as infinitely novel.
+
+    Args:
+        recommendations: one ranked list per user.
+        item_popularity: item id -> training interaction count.
+        k: cut-off.
+
+    Returns:
+        Mean bits per recommended item (0 with no recommendations).
     """
     total = sum(item_popularity.values())
     if total <= 0:

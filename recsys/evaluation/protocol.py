@@ -105,7 +105,17 @@ def score_lists(
 
 
 def evaluate_model(model: Recommender, setup: EvaluationSetup, config: EvaluationConfig, fit: bool = True) -> ModelEvaluation:
-    """Fit (optionally) and score one model on the protocol. Seen items are not excluded (re-purchase is real)."""
+    """Fit (optionally) and score one model on the protocol. Seen items are not excluded (re-purchase is real).
+
+    Args:
+        model: the recommender.
+        setup: the protocol.
+        config: metric cut-offs.
+        fit: fit on ``setup.train`` first (False: the model is already fitted).
+
+    Returns:
+        Per-user metrics and the summary; ``seconds`` includes fitting.
+    """
     start = time.perf_counter()
     if fit:
         model.fit(setup.train)
@@ -117,14 +127,29 @@ def evaluate_model(model: Recommender, setup: EvaluationSetup, config: Evaluatio
 
 
 def compare(a: ModelEvaluation, b: ModelEvaluation, metric: str, config: EvaluationConfig) -> PairedDifference:
-    """Paired bootstrap of ``b - a`` on one per-user metric (same users, same order)."""
+    """Paired bootstrap of ``b - a`` on one per-user metric (same users, same order).
+
+    Args:
+        a: the baseline evaluation.
+        b: the variant.
+        metric: a per-user metric column, e.g. ``"map@12"``.
+        config: bootstrap samples and seed.
+
+    Raises:
+        ValueError: the two evaluations cover different users.
+    """
     if a.per_user["user_id"].to_list() != b.per_user["user_id"].to_list():
         raise ValueError(f"{a.name} and {b.name} were evaluated on different users")
     return paired_bootstrap(a.per_user[metric].to_numpy(), b.per_user[metric].to_numpy(), config.bootstrap_samples, seed=config.seed)
 
 
 def results_table(results: list[ModelEvaluation], config: EvaluationConfig) -> pl.DataFrame:
-    """One row per model: MAP@k, Recall@k, NDCG@k, Recall@max, coverage, novelty, seconds."""
+    """One row per model: MAP, Recall, NDCG, precision, hit rate @k, Recall@max, coverage, novelty, seconds.
+
+    Args:
+        results: the evaluated models.
+        config: ``k`` and the recall cut-offs.
+    """
     k, big = config.k, max(config.recall_ks)
     cols = [f"map@{k}", f"recall@{k}", f"ndcg@{k}", f"precision@{k}", f"hitrate@{k}", f"recall@{big}", f"coverage@{k}", f"novelty@{k}"]
     return pl.DataFrame(
@@ -142,4 +167,5 @@ def format_table(table: pl.DataFrame) -> str:
 
 
 def mean_per_user(per_user: pl.DataFrame, metric: str) -> float:
+    """Mean of one per-user metric column."""
     return float(np.mean(per_user[metric].to_numpy()))

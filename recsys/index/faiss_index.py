@@ -95,7 +95,15 @@ class ItemIndex:
         return self.index.hnsw
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist)."""
+        """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist).
+
+        Args:
+            queries: (n, d) query vectors.
+            k: results per query.
+
+        Returns:
+            (rows, scores): (n, min(k, len(self))) int64 rows and float32 inner products, best first.
+        """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.kind == "hnsw":
             # efSearch below k would cap the result list; widen it for this call.
@@ -144,7 +152,15 @@ class ItemIndex:
         return v[:-1] if self.kind in APPROXIMATE else v
 
     def search_ids(self, queries: np.ndarray, k: int) -> list[list[str]]:
-        """Top-k item ids per query."""
+        """Top-k item ids per query.
+
+        Args:
+            queries: (n, d) query vectors.
+            k: results per query.
+
+        Returns:
+            One list of at most k ids per query, best first.
+        """
         rows, _ = self.search(queries, k)
         return [self.item_ids[r[r >= 0]].tolist() for r in rows]
 
@@ -196,7 +212,16 @@ def _ivf(augmented: np.ndarray, config: IndexConfig) -> faiss.Index:
 
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product top-k rows (FAISS flat search; the reference for :func:`ann_recall`)."""
+    """Exact inner-product top-k rows (FAISS flat search; the reference for :func:`ann_recall`).
+
+    Args:
+        queries: (n, d) query vectors.
+        vectors: (m, d) item vectors.
+        k: results per query.
+
+    Returns:
+        (n, k) int64 rows, best first (-1 where fewer than k exist).
+    """
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
     _, rows = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)

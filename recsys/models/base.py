@@ -42,6 +42,7 @@ class Recommendations:
     scores: list[list[float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
+        """user id -> ranked item ids."""
         return dict(zip(self.user_ids, self.item_ids))
 
 
@@ -102,7 +103,16 @@ class Recommender(ABC):
 
 
 def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    """Write a model directory so readers see either the old complete one or the new complete one."""
+    """Write a model directory so readers see either the old complete one or the new complete one.
+
+    Args:
+        directory: the model folder (replaced if it exists).
+        meta: written as ``model.json``.
+        arrays: written as ``arrays.npz``.
+
+    Returns:
+        ``directory``.
+    """
 
     def populate(tmp: Path) -> None:
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -132,6 +142,17 @@ class ScoringRecommender(Recommender):
         return [seen.indices[seen.indptr[r] : seen.indptr[r + 1]] for r in user_rows]
 
     def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> Recommendations:
+        """Top-k of :meth:`score_users` per known user; unknown users get the ``fallback_scores`` top k.
+
+        Args:
+            user_ids: external user ids.
+            k: list length (positive).
+            exclude_seen: drop items the user interacted with in training.
+            batch_size: users scored per :meth:`score_users` call.
+
+        Raises:
+            ValueError: ``k`` is not positive.
+        """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         rows = self.user_index.lookup(list(user_ids))

@@ -90,7 +90,15 @@ class LambdaRankModel:
         return self.booster
 
     def predict(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
-        """Ranking scores (higher = better) per row (``threads``: OpenMP threads, default LightGBM's)."""
+        """Ranking scores (higher = better) per row.
+
+        Args:
+            features: (rows, n_features) in :attr:`feature_names` order.
+            threads: OpenMP threads (default: LightGBM's).
+
+        Returns:
+            (rows,) float64 scores (trees up to the best iteration).
+        """
         extra: dict[str, Any] = {"num_threads": threads} if threads else {}
         return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, **extra), dtype=np.float64)
 
@@ -98,6 +106,10 @@ class LambdaRankModel:
         """Per-feature SHAP contributions (rows, n_features + 1); the last column is the bias.
 
         They sum to :meth:`predict`'s score (up to rounding).
+
+        Args:
+            features: (rows, n_features) in :attr:`feature_names` order.
+            threads: OpenMP threads (default: LightGBM's).
         """
         extra: dict[str, Any] = {"num_threads": threads} if threads else {}
         return np.asarray(self._require().predict(features, num_iteration=self.best_iteration, pred_contrib=True, **extra))
@@ -119,6 +131,7 @@ class LambdaRankModel:
 
     @classmethod
     def load(cls, directory: Path) -> "LambdaRankModel":
+        """Read what :meth:`save` wrote (predicting with every saved tree)."""
         meta = json.loads((directory / "ranker.json").read_text())
         model = cls(meta["feature_names"], meta["categorical"], LambdaRankParams(**meta["params"]))
         model.booster = lgb.Booster(model_file=str(directory / "ranker.txt"))

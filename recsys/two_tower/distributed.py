@@ -74,6 +74,14 @@ def run(config_path: str, out: Path, overrides: dict[str, object] | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: ``--config``, ``--out``, ``--override``; joins torchrun's process group when launched by it.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/hm.yaml")
     parser.add_argument("--out", type=Path, required=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor, KeyedTensor
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
 from recsys.two_tower.spec import HIST_ITEM, ITEM_ID, USER_ID, TowerSpec
@@ -73,6 +73,7 @@ class TwoTower(nn.Module):
 
     @property
     def output_dim(self) -> int:
+        """Width of either tower's output: MLP output plus the three skip blocks."""
         s = self.spec
         return s.output_dim + s.id_dim + s.als_dim + s.content_dim
 
@@ -90,21 +91,39 @@ class TwoTower(nn.Module):
         pooled = self.ebc(features)
         return self.user_tower(pooled, user_dense), self.item_tower(pooled, item_dense)
 
-    def user_tower(self, pooled: object, dense: torch.Tensor) -> torch.Tensor:
+    def user_tower(self, pooled: KeyedTensor, dense: torch.Tensor) -> torch.Tensor:
+        """The query side: learned MLP block, pooled history ids, ALS factors, content centroid.
+
+        Args:
+            pooled: the EBC output (one pooled embedding per feature key).
+            dense: (B, user_dense_dim): ALS factors | content centroid | attributes | stats.
+
+        Returns:
+            (B, output_dim) concatenation of unit-normalised blocks.
+        """
         s = self.spec
-        sparse = [pooled[k] for k in s.user_keys]  # type: ignore[index]
+        sparse = [pooled[k] for k in s.user_keys]
         learned = F.normalize(self.user_mlp(torch.cat([*sparse, dense], dim=1)), dim=1)
-        hist = F.normalize(pooled[HIST_ITEM], dim=1)  # type: ignore[index]
+        hist = F.normalize(pooled[HIST_ITEM], dim=1)
         als = F.normalize(dense[:, : s.als_dim], dim=1)
         centroid = F.normalize(dense[:, s.als_dim : s.als_dim + s.content_dim], dim=1)
         return torch.cat([learned, hist, als, centroid], dim=1)
 
-    def item_tower(self, pooled: object, dense: torch.Tensor) -> torch.Tensor:
+    def item_tower(self, pooled: KeyedTensor, dense: torch.Tensor) -> torch.Tensor:
+        """The candidate side: learned MLP block, then id, ALS and content skip blocks (learned scales).
+
+        Args:
+            pooled: the EBC output (one pooled embedding per feature key).
+            dense: (B, item_dense_dim): content vector | ALS factors | price.
+
+        Returns:
+            (B, output_dim) concatenation of blocks, the skip blocks scaled.
+        """
         s = self.spec
-        sparse = [pooled[k] for k in s.item_keys]  # type: ignore[index]
+        sparse = [pooled[k] for k in s.item_keys]
         learned = F.normalize(self.item_mlp(torch.cat([*sparse, dense], dim=1)), dim=1)
         scale = self.skip_log_scale.exp()
-        ids = F.normalize(pooled[ITEM_ID], dim=1) * scale[0]  # type: ignore[index]
+        ids = F.normalize(pooled[ITEM_ID], dim=1) * scale[0]
         content = F.normalize(dense[:, : s.content_dim], dim=1) * scale[2]
         als = F.normalize(dense[:, s.content_dim : s.content_dim + s.als_dim], dim=1) * scale[1]
         return torch.cat([learned, ids, als, content], dim=1)

@@ -71,6 +71,7 @@ class TrainResult:
 
 
 def is_distributed() -> bool:
+    """Whether a torch.distributed process group is already running (e.g. under torchrun)."""
     return dist.is_available() and dist.is_initialized()
 
 
@@ -92,6 +93,10 @@ def process_group() -> Iterator[tuple[int, int]]:
 
 def build_model(spec: TowerSpec, config: TwoTowerConfig) -> tuple[nn.Module, TwoTower, torch.optim.Optimizer]:
     """The sharded model and its optimizer (call inside :func:`process_group`).
+
+    Args:
+        spec: table and feature sizes.
+        config: seed and learning rates (embedding Adagrad, dense Adam).
 
     Returns:
         (DistributedModelParallel module, the TwoTower inside it, combined optimizer).
@@ -131,7 +136,17 @@ def build_model(spec: TowerSpec, config: TwoTowerConfig) -> tuple[nn.Module, Two
 
 @torch.no_grad()
 def item_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, batch_size: int = 8192) -> np.ndarray:
-    """Item-tower vectors for the whole catalogue (ids hidden for items never bought in training)."""
+    """Item-tower vectors for the whole catalogue (ids hidden for items never bought in training).
+
+    Args:
+        module: the (sharded) two-tower model; left in eval mode.
+        spec: feature layout.
+        items: per-item features.
+        batch_size: items per forward pass.
+
+    Returns:
+        (n_items, output_dim) float32.
+    """
     module.eval()
     out = []
     for start in range(0, items.n_items, batch_size):
@@ -143,7 +158,18 @@ def item_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, batch_siz
 
 @torch.no_grad()
 def user_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, queries: Queries, batch_size: int = 4096) -> np.ndarray:
-    """User-tower vectors for queries."""
+    """User-tower vectors for queries.
+
+    Args:
+        module: the (sharded) two-tower model; left in eval mode.
+        spec: feature layout.
+        items: per-item features (for the history bags).
+        queries: one row per user query.
+        batch_size: queries per forward pass.
+
+    Returns:
+        (len(queries), output_dim) float32; (0, 0) when there are no queries.
+    """
     module.eval()
     out = []
     for start in range(0, len(queries), batch_size):
@@ -156,7 +182,18 @@ def user_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, queries: 
 
 
 def validation_recall(module: nn.Module, spec: TowerSpec, items: ItemTable, validation: ValidationSet, k: int) -> float:
-    """Mean Recall@k of the exact top k over the whole catalogue (the project's recall_at_k)."""
+    """Mean Recall@k of the exact top k over the whole catalogue (the project's recall_at_k).
+
+    Args:
+        module: the (sharded) two-tower model.
+        spec: feature layout.
+        items: per-item features.
+        validation: queries and their catalogue rows bought in the validation window.
+        k: list length.
+
+    Returns:
+        The mean recall (nan without queries).
+    """
     v = item_vectors(module, spec, items)
     u = user_vectors(module, spec, items, validation.queries)
     recalls = []
