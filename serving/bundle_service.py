@@ -32,6 +32,9 @@ from serving.service import ItemInfo, Query, RankedItem, ScoredItem, UnknownItem
 
 log = logging.getLogger(__name__)
 
+SAMPLE_MAX_ITEMS = 40
+SAMPLE_MIN_PHOTOS = 4
+
 
 @dataclass(frozen=True)
 class ItemInfoColumns:
@@ -149,8 +152,22 @@ class BundleService:
         return path if path is not None and path.is_file() else None
 
     def sample_users(self, n: int) -> list[UserSummary]:
-        counts = self.data.interactions.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False]).head(n)
-        return [s for s in (self.user(u) for u in counts["user_id"].to_list()) if s is not None]
+        """Customers whose history shows best on the page: most items with a photo first.
+
+        Very long histories (over ``SAMPLE_MAX_ITEMS`` distinct items) look like resellers and are
+        left out; customers with fewer than ``SAMPLE_MIN_PHOTOS`` photographed items come after the rest.
+        """
+        e = self.data.encoded.select("user_id", "item_idx").unique()
+        stats = (
+            e.with_columns(pl.Series("photo", self._has_image[e["item_idx"].to_numpy()]))
+            .group_by("user_id")
+            .agg(pl.len().alias("items"), pl.col("photo").sum().alias("photos"))
+            .filter(pl.col("items") <= SAMPLE_MAX_ITEMS)
+            .with_columns((pl.col("photos") >= SAMPLE_MIN_PHOTOS).alias("shows"))
+            .sort(["shows", "photos", "items", "user_id"], descending=[True, True, True, False])
+            .head(n)
+        )
+        return [s for s in (self.user(u) for u in stats["user_id"].to_list()) if s is not None]
 
     def user(self, user_id: str) -> UserSummary | None:
         if user_id not in self.data.user_index:
