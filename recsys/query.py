@@ -44,7 +44,8 @@ class Query:
         image: a preferred-look photo.
         text_weight, image_weight: how much text and image count when both are given.
         k: how many items to return.
-        exclude_seen: drop items the user already bought.
+        exclude_seen: drop items the user already had; None follows the model's repeat policy
+            (the project's ``repeats``).
         filters: catalogue column -> allowed values (e.g. {"product_group_name": ["Shoes"]}).
     """
 
@@ -55,7 +56,7 @@ class Query:
     text_weight: float = 0.5
     image_weight: float = 0.5
     k: int = 12
-    exclude_seen: bool = False
+    exclude_seen: bool | None = None
     filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 

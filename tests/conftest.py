@@ -97,7 +97,7 @@ def shop_config(root: Path, work: Path, **overrides: object) -> ProjectConfig:
             },
             "users": {"path": "users.csv", "user_id": "user", "numeric": ["age"]},
         },
-        "split": {"mode": "global", "test_days": 1, "validation_days": 1, "warm_users_only": True},
+        "split": {"mode": "global", "test": "1d", "validation": "1d", "warm_users_only": True},
         "evaluation": {"k": 5, "recall_ks": [5, 10], "bootstrap_samples": 200},
         "models": {"als": {"factors": 8, "iterations": 5}, "bpr": {"factors": 8, "iterations": 20}, "itemknn": {"neighbours": 10}},
     }
@@ -147,17 +147,21 @@ def small_bundle(hm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
 
 
-def shop_pipeline_config(root: Path, n_users: int = 60, n_items: int = 36) -> ProjectConfig:
+def shop_pipeline_config(root: Path, n_users: int = 60, n_items: int = 36, images: bool = True, **overrides: object) -> ProjectConfig:
     """The synthetic shop below ``root`` with settings small enough for a `recsys train` run in seconds
-    (stand-in content encoder, tiny two-tower and ranker)."""
-    data = make_shop(root / "shop", n_users=n_users, n_items=n_items)
-    return shop_config(
-        data, root / "work",
-        content={"backend": "standin", "standin_dim": 16, "text_parts": ["{name}. {description}"], "short_views": ["{product_type}"],
-                 "group_column": "item_id", "type_column": "product_type"},
-        retrieval={"two_tower": TWO_TOWER, "candidates": {"size": 30, "per_source": 20}, "index": {"exact_max_items": 10}},
-        reranker={"n_estimators": 10, "num_leaves": 7, "min_child_samples": 1, "label_days": 1, "early_stopping_rounds": 5},
-    )
+    (stand-in content encoder, tiny two-tower and ranker); ``overrides`` are deep-merged into the config."""
+    from recsys.config import deep_merge
+
+    data = make_shop(root / "shop", n_users=n_users, n_items=n_items, images=images)
+    settings: dict[str, object] = {
+        "content": {"backend": "standin", "standin_dim": 16},
+        "retrieval": {"two_tower": TWO_TOWER, "candidates": {"size": 30, "per_source": 20}, "index": {"exact_max_items": 10}},
+        "reranker": {"n_estimators": 10, "num_leaves": 7, "min_child_samples": 1, "label_folds": 1, "early_stopping_rounds": 5,
+                     "min_label_users": 3},
+    }
+    if not images:
+        settings["data"] = {"items": {"image_dir": None}}
+    return shop_config(data, root / "work", **deep_merge(settings, dict(overrides)))
 
 
 def shop_bundle(root: Path) -> Bundle:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from recsys.config import (  # noqa: E402
 )
 from recsys.data import DataValidationError, load_dataset  # noqa: E402
 from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table  # noqa: E402
-from recsys.registry import build_model  # noqa: E402
+from recsys.registry import MODEL_FACTORIES, build_model  # noqa: E402
 from serving.server import ServeSettings, serve  # noqa: E402
 from training.content import run_content  # noqa: E402
 from training.pipeline import Pipeline  # noqa: E402
@@ -214,10 +215,31 @@ def _retrieval(args: argparse.Namespace) -> int:
 _retrieval_args.run = _retrieval  # type: ignore[attr-defined]
 
 
+# A user's mistake (bad config, data, bundle or input path): one line, exit 2. Anything else is a bug: exit 1.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataValidationError, BundleError, FileNotFoundError)
+
+
+def _write_traceback(args: argparse.Namespace, argv: list[str], trace: str) -> Path | None:
+    """Write ``trace`` atomically to ``<work_dir>/logs/recsys-<timestamp>-<pid>.log``; None when the
+    config (hence the work dir) cannot be read or the file cannot be written."""
+    try:
+        work = load_config(args.config).work_path
+        name = f"recsys-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        return write_text(work / "logs" / name, f"$ recsys {' '.join(argv)}\n\n{trace}")
+    except Exception:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run a subcommand; user errors print one clear message and exit 2."""
+    """Parse arguments and run a subcommand.
+
+    A user's mistake (:data:`USER_ERRORS`) prints one line ``recsys <command>: error: ...`` and
+    returns 2. Any other exception is a bug: one line naming its type, the traceback written to
+    ``<work_dir>/logs/`` (or to stderr when the work dir is unknown), and 1. ``-v`` also prints the
+    traceback to stderr.
+    """
     parser = argparse.ArgumentParser(prog="recsys", description="Hybrid product recommender")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; print tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, _, help_text) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
@@ -226,10 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        # Model names come from the command line: reject an unknown one as a user error, before any work.
+        unknown = [n for n in (m.strip() for m in (getattr(args, "models", None) or "").split(",")) if n and n not in MODEL_FACTORIES]
+        if unknown:
+            raise ConfigError(f"--models: unknown model {unknown[0]!r}; known: {', '.join(sorted(MODEL_FACTORIES))}")
         return COMMANDS[args.command][1](args)
-    except (ConfigError, DataValidationError, KeyError, ValueError) as exc:
+    except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        trace = traceback.format_exc()
+        path = _write_traceback(args, sys.argv[1:] if argv is None else list(argv), trace)
+        if path is None or args.verbose:
+            print(trace, end="", file=sys.stderr)
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        where = f"full traceback in {path}" if path else "traceback above"
+        print(f"recsys {args.command}: internal error (this is a bug): {what}\n  ({where})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,12 +39,14 @@ from training.tracking import log_metrics, start_run
 
 log = logging.getLogger(__name__)
 
+MIN_ALIGNMENT_PHOTOS = 50  # fewer photo-text pairs than this cannot train alignment heads
+
 
 @dataclass
 class ContentResult:
     """What one run of the content stage produced."""
 
-    vectors_path: Path
+    vectors_path: Path | None
     encoder: str
     metrics: dict[str, float] = field(default_factory=dict)
     heads_dir: Path | None = None
@@ -151,18 +153,31 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
     timings: dict[str, float] = {}
     start = time.perf_counter()
     inputs = catalogue_inputs(dataset, cc, cc.group_column, cc.type_column)
-    metrics: dict[str, float] = {}
+    has_text = any(t.strip() for t in inputs.texts)
+    photos = int(inputs.has_image.sum())
+    if not has_text and not photos:
+        log.warning("content: the catalogue has neither text nor photos: no content vectors; the content source, "
+                    "content features and search are off")
+        return ContentResult(None, "none", {"items": float(inputs.n), "photos": 0.0}, None, None, {})
+    backend = cc.backend
+    if backend == "aligned" and photos < MIN_ALIGNMENT_PHOTOS:
+        log.warning("content: the aligned backend learns from photo-text pairs and the catalogue has %d photos; "
+                    "using the standin backend (TF-IDF text%s)", photos, ", photo descriptors" if photos else "")
+        backend = "standin"
+    metrics: dict[str, float] = {"items": float(inputs.n), "photos": float(photos)}
     heads_dir, run_id = None, None
-    if cc.backend == "aligned":
+    encoder: ContentEncoder
+    if backend == "aligned":
         backbones = Backbones(cc, cache_root)
         data, _ = alignment_data(inputs, backbones, progress)
         timings["backbone_features"] = time.perf_counter() - start
         if train:
-            encoder, metrics, heads_dir, run_id = train_alignment(config, cc, data, backbones)
+            encoder, aligned_metrics, heads_dir, run_id = train_alignment(config, cc, data, backbones)
+            metrics.update(aligned_metrics)
         else:
             encoder = build_encoder(cc, config.work_path)
         timings["alignment"] = time.perf_counter() - start - timings["backbone_features"]
-    elif cc.backend == "standin" and train:
+    elif backend == "standin" and train:
         standin = StandinEncoder.fit(inputs.texts, cc.standin_dim, cc.alignment.seed)
         heads_dir = standin.save(resolve(config.work_path, cc.heads_dir))
         encoder = standin
@@ -170,8 +185,8 @@ def run_content(config: ProjectConfig, dataset: Dataset, train: bool = True, pro
         encoder = build_encoder(cc, config.work_path)
     t = time.perf_counter()
     vectors = item_vectors(inputs, encoder, cc, progress)
-    if cc.backend in ("clip", "standin"):
-        metrics = evaluate_item_vectors(vectors, inputs, cc, encoder)
+    if backend == "clip":
+        metrics.update(evaluate_item_vectors(vectors, inputs, cc, encoder))
     timings["item_vectors"] = time.perf_counter() - t
     path = vectors.save(resolve(config.work_path, cc.vectors_path))
     log.info("wrote %s: %d items x %d (%d with image), encoder %s", path, len(vectors.item_ids), vectors.dim, int(vectors.has_image.sum()), vectors.encoder)

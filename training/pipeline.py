@@ -13,7 +13,6 @@ per stage.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import shutil
@@ -40,7 +39,7 @@ from recsys.atomic import atomic_path
 from recsys.bundle import Bundle, remove_unfinished, write_bundle
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate
-from recsys.config import ProjectConfig
+from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.metrics import recall_at_k
@@ -52,6 +51,7 @@ from recsys.evaluation.protocol import (
     results_table,
     score_lists,
 )
+from recsys.models.content import ContentRecommender
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from recsys.registry import build_model
 from recsys.vectors import ItemVectors
@@ -101,7 +101,7 @@ class Pipeline:
         setup = prepare_evaluation(dataset, config)
         split = setup.split
         if split.validation_start is None or split.test_start is None or split.validation.is_empty():
-            raise ValueError("recsys train needs a global split with validation_days >= 1 (the reranker's label day)")
+            raise ConfigError("recsys train needs split.mode 'global' with a positive split.validation window (the reranker's first label window)")
         base = {"data": dataset.fingerprint, "split": config.split.model_dump(mode="json"), "sample": config.data.user_sample}
         with start_run(config, "train", params={"config": config.model_dump(mode="json")}, tags={"kind": "training"}) as parent:
             runner = StageRunner(config, parent, self.force)
@@ -111,10 +111,10 @@ class Pipeline:
             label_fold = runner.run("label_fold", retrieval_inputs, lambda out: self._label_fold(out, dataset, setup, content.path, 1, None))
             epochs = int(label_fold.metrics.get("two_tower_epochs", 0)) or None
             folds = [label_fold]
-            for back in range(2, config.reranker.label_days + 1):
+            for back in range(2, config.reranker.label_folds + 1):
                 folds.append(
                     runner.run(
-                        f"label_fold_{back}", {**retrieval_inputs, "days_back": back, "two_tower_epochs": epochs},
+                        f"label_fold_{back}", {**retrieval_inputs, "folds_back": back, "two_tower_epochs": epochs},
                         lambda out, back=back: self._label_fold(out, dataset, setup, content.path, back, epochs),
                     )
                 )
@@ -152,14 +152,15 @@ class Pipeline:
 
     def _content(self, out: Path, dataset: Dataset) -> dict[str, float]:
         result = run_content(self.config, dataset, train=True, progress=True)
-        shutil.copy2(result.vectors_path, out / "item_vectors.npz")
+        if result.vectors_path is not None:  # None: a catalogue with neither text nor photos
+            shutil.copy2(result.vectors_path, out / "item_vectors.npz")
         (out / "content.json").write_text(json.dumps({"encoder": result.encoder, "heads_dir": str(result.heads_dir) if result.heads_dir else None, "mlflow_run_id": result.run_id}, indent=2))
         return {f"content.{k}": float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
-    def _label_fold(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, days_back: int, two_tower_epochs: int | None) -> dict[str, float]:
-        """Retrieval fitted on the days before label day D-``days_back``; candidates for that day's buyers."""
-        data, labels = _label_window(dataset, setup, days_back)
-        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+    def _label_fold(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, folds_back: int, two_tower_epochs: int | None) -> dict[str, float]:
+        """Retrieval fitted on the time before label window ``folds_back``; candidates for that window's users."""
+        data, labels = _label_window(dataset, setup, folds_back)
+        vectors = _content_vectors(content_dir)
         generator = fit_retrieval(self.config, data, vectors, two_tower_epochs).generator
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
         truth = ground_truth(labels, users)
@@ -170,14 +171,17 @@ class Pipeline:
         _save_candidates(candidates, out / "candidates.parquet")
         tower = getattr(generator, "two_tower", None)
         epochs = tower.train_result.epochs if tower is not None and tower.train_result is not None else 0
-        return {"label_users": float(len(users)), "label_candidate_recall": recall, "two_tower_epochs": float(epochs), "days_back": float(days_back)}
+        positive = sum(1 for u in users if set(lists[u]) & set(truth.get(u, [])))
+        log.info("label fold %d: %d label users, %d with a target item among their candidates (recall %.4f)", folds_back, len(users), positive, recall)
+        return {"label_users": float(len(users)), "label_users_with_positive": float(positive), "label_candidate_recall": recall,
+                "two_tower_epochs": float(epochs), "folds_back": float(folds_back)}
 
     def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dirs: list[Path]) -> dict[str, float]:
-        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        vectors = _content_vectors(content_dir)
         parts: list[RankingExamples] = []
         features: RankingFeatures | None = None
-        for days_back, fold_dir in enumerate(fold_dirs, start=1):
-            data, labels = _label_window(dataset, setup, days_back)
+        for folds_back, fold_dir in enumerate(fold_dirs, start=1):
+            data, labels = _label_window(dataset, setup, folds_back)
             generator = CandidateGenerator.load(fold_dir / "generator")
             fold_features = feature_builder(self.config, data, generator, vectors)
             if features is not None and fold_features.feature_names != features.feature_names:
@@ -190,15 +194,25 @@ class Pipeline:
             parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
         assert features is not None
         examples = concat_examples(parts)
+        positive = int((np.add.reduceat(examples.labels, np.r_[0, np.cumsum(examples.groups)[:-1]]) > 0).sum()) if len(examples.groups) else 0
+        needed = self.config.reranker.min_label_users
+        log.info("reranker: %d label users, %d with a target item among their candidates (at least %d needed)", len(examples.groups), positive, needed)
+        if positive < needed:
+            window = self.config.split.validation
+            raise ConfigError(
+                f"reranker: only {positive} of {len(examples.groups)} label users have a target item among their candidates "
+                f"(label windows: {len(fold_dirs)} x {window}); at least reranker.min_label_users={needed} are needed to learn "
+                "a ranking. Widen split.validation, add reranker.label_folds, or lower reranker.min_label_users."
+            )
         model, metrics = train_ranker(examples, features, ranker_params(self.config), valid_share=self.config.reranker.valid_share, seed=self.config.reranker.seed)
         model.save(out / "ranker")
         importance = model.importance()
         (out / "importance.json").write_text(json.dumps(importance, indent=2))
         log.info("top features: %s", ", ".join(f"{k}={v:.0f}" for k, v in list(importance.items())[:10]))
-        return {**metrics, "label_days": float(len(fold_dirs))}
+        return {**metrics, "label_folds": float(len(fold_dirs))}
 
     def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path, two_tower_epochs: int | None) -> dict[str, float]:
-        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        vectors = _content_vectors(content_dir)
         start = time.perf_counter()
         generator = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs).generator
         seconds = time.perf_counter() - start
@@ -213,15 +227,18 @@ class Pipeline:
         k_max = max(cfg.k, *cfg.recall_ks)
         generator = CandidateGenerator.load(fold_dir / "generator")
         candidates = _load_candidates(fold_dir / "candidates.parquet")
-        vectors = ItemVectors.load(content_dir / "item_vectors.npz")
+        vectors = _content_vectors(content_dir)
+        # Every list follows the repeat policy (``repeats``), as the candidates and the server do.
+        exclude = setup.exclude_seen
         lists: dict[str, dict[str, list[str]]] = {}
-        lists["popularity"] = build_model("popularity", config).fit(setup.train).recommend(setup.users, k_max).as_dict()
-        lists["history"] = generator.history.recommend(setup.users, k_max).as_dict()
+        lists["popularity"] = build_model("popularity", config).fit(setup.train).recommend(setup.users, k_max, exclude).as_dict()
+        lists["history"] = generator.history.recommend(setup.users, k_max, exclude).as_dict()
         if hasattr(generator, "als"):
-            lists["als"] = generator.als.recommend(setup.users, k_max).as_dict()
-        lists["content"] = build_model("content", config).fit(setup.train).recommend(setup.users, k_max).as_dict()
+            lists["als"] = generator.als.recommend(setup.users, k_max, exclude).as_dict()
+        if vectors is not None:
+            lists["content"] = ContentRecommender(vectors, config.content.recommender).fit(setup.train).recommend(setup.users, k_max, exclude).as_dict()
         if hasattr(generator, "two_tower"):
-            lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max).as_dict()
+            lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max, exclude).as_dict()
         lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
         # The test users are ranked by the same engine object the server answers with.
         engine = RecommendationEngine(config, setup.train, generator, vectors, LambdaRankModel.load(ranker_dir / "ranker"))
@@ -278,7 +295,8 @@ class Pipeline:
                 shutil.copytree(content_info["heads_dir"], d / "content_heads")
             shutil.copytree(serving.path / "generator", d / "generator")
             shutil.copytree(ranker.path / "ranker", d / "ranker")
-            shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
+            if (content.path / "item_vectors.npz").is_file():
+                shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
             shutil.copy2(evaluation.path / "table.parquet", d / "evaluation.parquet")
             shutil.copy2(evaluation.path / "lift.json", d / "lift.json")
             shutil.copytree(evaluation.path / "lists", d / EVALUATION_LISTS)
@@ -298,23 +316,34 @@ class Pipeline:
         return write_bundle(config.work_path / "bundles", populate, info)
 
 
-def _label_window(dataset: Dataset, setup: EvaluationSetup, days_back: int) -> tuple[TrainingData, pl.DataFrame]:
-    """(history before label day D-``days_back``, that day's purchases); D-1 is the validation day.
+def _label_window(dataset: Dataset, setup: EvaluationSetup, folds_back: int) -> tuple[TrainingData, pl.DataFrame]:
+    """(history before label window ``folds_back``, that window's interactions); window 1 is the validation window.
 
-    Both come from the split's training and validation windows only, so no test-day row is read.
+    Every label window is as long as ``split.validation``; window ``n`` ends where window ``n - 1``
+    starts. All come from the split's training and validation windows, so no test row is read.
+
+    Raises:
+        ConfigError: a window, or the history before it, is empty (too many label folds for the log).
     """
     split = setup.split
-    assert split.validation_start is not None
-    if days_back == 1:
-        day, history, labels = split.validation_start, split.train, split.validation
-    else:
-        day = split.validation_start - dt.timedelta(days=days_back - 1)
-        ts = pl.col("timestamp")
-        history = split.train.filter(ts < day)
-        labels = split.train.filter((ts >= day) & (ts < day + dt.timedelta(days=1)))
+    assert split.validation_start is not None and split.test_start is not None
+    width = split.test_start - split.validation_start
+    start = split.validation_start - (folds_back - 1) * width
+    ts = pl.col("timestamp")
+    history = split.history.filter(ts < start)
+    labels = split.history.filter((ts >= start) & (ts < start + width))
     if history.is_empty() or labels.is_empty():
-        raise ValueError(f"reranker.label_days: label day {day} has {labels.height} purchases and {history.height} history rows before it; use fewer label days")
-    return TrainingData.build(history, dataset.items, dataset.users, as_of=day), labels
+        raise ConfigError(
+            f"reranker.label_folds: label window {folds_back} ({start:%Y-%m-%d %H:%M} + {width}) has {labels.height} "
+            f"interactions and {history.height} history rows before it; use fewer label folds"
+        )
+    return TrainingData.build(history, dataset.items, dataset.users, as_of=start), labels
+
+
+def _content_vectors(content_dir: Path) -> ItemVectors | None:
+    """The content stage's vectors, or None when the catalogue had neither text nor photos."""
+    path = content_dir / "item_vectors.npz"
+    return ItemVectors.load(path) if path.is_file() else None
 
 
 def _save_candidates(candidates: dict[str, list[Any]], path: Path) -> None:

@@ -8,6 +8,7 @@ from features.content.aligned import AlignedEncoder
 from features.content.clip import ClipEncoder
 from features.content.encoders import ContentEncoder, resolve
 from features.content.heads import latest_heads
+from features.content.standin import FILE as STANDIN_FILE
 from features.content.standin import StandinEncoder
 from recsys.content_config import ContentConfig
 
@@ -31,6 +32,6 @@ def build_encoder(config: ContentConfig, work_path: Path, heads_dir: str | Path 
     if config.backend == "clip":
         return ClipEncoder(config.clip.model, cache_root=cache_root, max_length=config.clip.max_length, threads=config.threads)
     path = Path(heads_dir) if heads_dir is not None else latest_heads(resolve(work_path, config.heads_dir))
-    if config.backend == "standin":
+    if config.backend == "standin" or (path / STANDIN_FILE).is_file():  # a catalogue without photos falls back to it
         return StandinEncoder.load(path)
     return AlignedEncoder.from_config(config, path, cache_root)

@@ -46,18 +46,19 @@ class CatalogueInputs:
         return len(self.item_ids)
 
 
-def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str = "product_code", type_column: str = "product_type_name") -> CatalogueInputs:
+def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str | None = None, type_column: str | None = None) -> CatalogueInputs:
     """Build every encoder input from the validated data set.
 
     Args:
         dataset: the loaded data set (its ``items`` and ``images``).
         config: the ``content`` section (templates).
-        group_column: product grouping column; the item id itself when the catalogue lacks it.
-        type_column: product type column for zero-shot evaluation ("" when absent).
+        group_column: product grouping column; the item id itself when None or absent.
+        type_column: product type column for zero-shot evaluation ("" for every item when None or absent).
     """
     items = dataset.items
     item_ids = items["item_id"].cast(pl.String).to_numpy().astype(str)
-    parts = [render_texts(items, t) for t in config.text_parts]
+    # A catalogue without text has one empty part per item (its text vectors are zero).
+    parts = [render_texts(items, t) for t in config.text_parts] or [[""] * items.height]
     texts = [join_parts(p) for p in zip(*parts)]
     views = [render_texts(items, t) for t in config.short_views]
     has_image = items["has_image"].to_numpy().astype(bool) if "has_image" in items.columns else np.zeros(len(item_ids), bool)
@@ -66,7 +67,7 @@ def catalogue_inputs(dataset: Dataset, config: ContentConfig, group_column: str 
         p = dataset.images.path_for(item_id) if ok else None
         paths.append(str(p) if p is not None else "")
     has_image &= np.array([bool(p) for p in paths], dtype=bool)
-    groups = items[group_column].cast(pl.String).to_numpy().astype(str) if group_column in items.columns else item_ids
-    types = items[type_column].fill_null("").cast(pl.String).to_numpy().astype(str) if type_column in items.columns else np.full(len(item_ids), "")
+    groups = items[group_column].cast(pl.String).to_numpy().astype(str) if group_column and group_column in items.columns else item_ids
+    types = items[type_column].fill_null("").cast(pl.String).to_numpy().astype(str) if type_column and type_column in items.columns else np.full(len(item_ids), "")
     log.info("catalogue: %d items, %d with a photo, %d product groups", len(item_ids), int(has_image.sum()), len(set(groups.tolist())))
     return CatalogueInputs(item_ids, texts, parts, views, paths, has_image, groups, types)

@@ -56,8 +56,9 @@ class StandinEncoder(ContentEncoder):
         digest = hashlib.sha256(self.components.tobytes() + "\n".join(terms.tolist()).encode()).hexdigest()[:12]
         self.identity = f"{ENCODER}{self.text_dim}-photo{PHOTO_DIM}-{digest}"
         self._vectorizer = _vectorizer(min_df=1)
-        self._vectorizer.vocabulary_ = {t: i for i, t in enumerate(terms.tolist())}
-        self._vectorizer.idf_ = self.idf.astype(np.float64)
+        if len(terms):
+            self._vectorizer.vocabulary_ = {t: i for i, t in enumerate(terms.tolist())}
+            self._vectorizer.idf_ = self.idf.astype(np.float64)
 
     @classmethod
     def fit(cls, texts: Sequence[str], dim: int = 128, seed: int = 0) -> StandinEncoder:
@@ -71,15 +72,19 @@ class StandinEncoder(ContentEncoder):
         Returns:
             The fitted encoder.
 
-        Raises:
-            ValueError: no text has a word.
+        A catalogue without words (photos only, or neither) gives an empty vocabulary: every
+        text vector is then zero, and the photo part carries the content alone.
         """
         lowered = [t.lower() for t in texts]
+        if not any(any(ch.isalnum() for ch in t) for t in lowered):
+            log.warning("stand-in text encoder: no words in %d catalogue texts; text vectors are zero", len(lowered))
+            return cls(np.zeros(0, dtype=str), np.zeros(0, dtype=np.float32), np.zeros((dim, 0), dtype=np.float32))
         tfidf = _vectorizer(min_df=2 if len(lowered) > 1000 else 1)
         try:
             matrix = tfidf.fit_transform(lowered)
-        except ValueError as exc:  # scikit-learn: "empty vocabulary"
-            raise ValueError(f"the stand-in text encoder found no words in {len(lowered)} catalogue texts: {exc}") from exc
+        except ValueError:  # every word below min_df: keep them all
+            tfidf = _vectorizer(min_df=1)
+            matrix = tfidf.fit_transform(lowered)
         k = max(1, min(dim, matrix.shape[1] - 1, matrix.shape[0] - 1))
         svd = TruncatedSVD(n_components=k, random_state=seed, algorithm="randomized", n_iter=4).fit(matrix)
         components = np.zeros((dim, matrix.shape[1]), dtype=np.float32)
@@ -89,6 +94,8 @@ class StandinEncoder(ContentEncoder):
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """(n, text_dim) unit vectors of the text part alone; a text with no known word gives a zero row."""
+        if not len(self.terms):
+            return np.zeros((len(texts), self.text_dim), dtype=np.float32)
         matrix = self._vectorizer.transform([t.lower() for t in texts])
         return l2_normalise(np.asarray(matrix @ self.components.T, dtype=np.float32))
 

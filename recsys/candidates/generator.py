@@ -29,6 +29,8 @@ from recsys.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
+MAX_SEEN_PADDING = 500  # at most this many extra items per source make up for the ones a user already had
+
 
 class CandidateGenerator(Recommender):
     """Several retrieval sources merged by weighted reciprocal-rank fusion.
@@ -36,20 +38,33 @@ class CandidateGenerator(Recommender):
     Args:
         config: sources, sizes and fusion weights.
         index_config: FAISS settings for the two-tower and content indexes.
-        components: factories for the fitted parts (history, als, copurchase, two_tower).
+        project: the project config (model settings of the parts fitted here).
+        exclude_seen: the repeat policy: every source leaves out what the user already had
+            (default: the project's ``repeats``).
     """
 
     name = "candidates"
 
-    def __init__(self, config: CandidatesConfig, index_config: IndexConfig, project: ProjectConfig | None = None):
+    def __init__(
+        self, config: CandidatesConfig, index_config: IndexConfig, project: ProjectConfig | None = None, exclude_seen: bool | None = None
+    ):
         self.config = config
         self.index_config = index_config
         self.project = project
+        self.exclude_seen = exclude_seen if exclude_seen is not None else (project is not None and project.repeats == "exclude")
         self.weights: dict[str, float] = dict(config.weights)
         self.timings: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> Self:
+        """The generator of a project config (sources, index, repeat policy).
+
+        Args:
+            config: the project config.
+
+        Returns:
+            An unfitted generator.
+        """
         return cls(config.retrieval.candidates, config.retrieval.index, config)
 
     def fit(
@@ -105,11 +120,21 @@ class CandidateGenerator(Recommender):
         return self
 
     def source_lists(self, user_ids: Sequence[str], k: int | None = None) -> dict[str, SourceLists]:
-        """Each configured source's ranked list per user (``k`` items each, default ``per_source``)."""
-        k = k or self.config.per_source
+        """Each configured source's ranked list per user (``k`` items each, default ``per_source``).
+
+        Under the repeat policy ``exclude_seen`` the history source is off and every other list
+        leaves out the user's items (each source is asked for more to make up for them).
+        """
+        want = k or self.config.per_source
         users = list(user_ids)
+        seen: dict[str, set[str]] = {}
+        if self.exclude_seen:
+            seen = {u: set(items) for u, items in src.history_lists(self.history, users, 10**9).items()}
+        k = want + min(max((len(v) for v in seen.values()), default=0), MAX_SEEN_PADDING)
         out: dict[str, SourceLists] = {}
         for source in self.config.sources:
+            if source == "history" and self.exclude_seen:
+                continue
             start = time.perf_counter()
             if source == "history":
                 out[source] = src.history_lists(self.history, users, k)
@@ -131,6 +156,10 @@ class CandidateGenerator(Recommender):
                 out[source] = src.same_product_lists(self.product_codes, self.product_groups, self.history, users, k)
             elif source == "popularity":
                 out[source] = src.popularity_lists(self.history, users, k)
+            if self.exclude_seen:
+                out[source] = {u: [i for i in items if i not in seen.get(u, ())][:want] for u, items in out[source].items()}
+            elif k != want:
+                out[source] = {u: items[:want] for u, items in out[source].items()}
             self.timings[source] = time.perf_counter() - start
         return out
 
@@ -205,7 +234,7 @@ class CandidateGenerator(Recommender):
         return out
 
     def _params(self) -> dict[str, Any]:
-        return {"config": self.config.model_dump(), "index": self.index_config.model_dump(), "weights": self.weights}
+        return {"config": self.config.model_dump(), "index": self.index_config.model_dump(), "weights": self.weights, "exclude_seen": self.exclude_seen}
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
@@ -214,7 +243,7 @@ class CandidateGenerator(Recommender):
         if meta.get("class") != cls.name:
             raise ValueError(f"{directory} holds a {meta.get('class')!r} model, not {cls.name!r}")
         params = meta["params"]
-        model = cls(CandidatesConfig(**params["config"]), IndexConfig(**params["index"]))
+        model = cls(CandidatesConfig(**params["config"]), IndexConfig(**params["index"]), exclude_seen=bool(params.get("exclude_seen", False)))
         model.weights = dict(params["weights"])
         model.history = HistoryRecommender.load(directory / "history")
         for part, kind in (("als", ALSRecommender), ("knn", ItemKNNRecommender), ("two_tower", TwoTowerRecommender)):

@@ -27,10 +27,12 @@ class QueryCandidates:
         generator: the fitted candidate generator (its ``history`` holds each customer's items).
         filter_values: catalogue column -> value per item row (as strings; None when missing): the
             columns a query may filter on.
+        exclude_seen: the repeat policy for queries that do not set their own (default: the generator's).
     """
 
-    def __init__(self, generator: CandidateGenerator, filter_values: Mapping[str, Sequence[str | None]]):
+    def __init__(self, generator: CandidateGenerator, filter_values: Mapping[str, Sequence[str | None]], exclude_seen: bool | None = None):
         self.generator = generator
+        self.default_exclude_seen = generator.exclude_seen if exclude_seen is None else exclude_seen
         self.item_index = generator.history.item_index
         self.user_index = generator.history.user_index
         self.filter_values = dict(filter_values)
@@ -65,10 +67,14 @@ class QueryCandidates:
                 allowed = ", ".join(self.filter_values) or "none"
                 raise InvalidQueryError(f"filters.{column}", f"unknown catalogue column; filterable: {allowed}")
 
+    def excludes_seen(self, query: Query) -> bool:
+        """Whether this query leaves out what the user already had (its own setting, else the policy)."""
+        return self.default_exclude_seen if query.exclude_seen is None else query.exclude_seen
+
     def size_for(self, query: Query, wanted: int) -> int:
         """How many candidates to merge so that ``wanted`` remain after the query's filters."""
         size = max(wanted, self.generator.config.size)
-        return size * FILTER_HEADROOM if query.filters or query.exclude_seen else size
+        return size * FILTER_HEADROOM if query.filters or self.excludes_seen(query) else size
 
     def merged(self, query: Query, size: int, search_hits: list[str] | None = None) -> list[Candidate]:
         """The query's merged candidates before filters.
@@ -111,9 +117,10 @@ class QueryCandidates:
 
     def filtered(self, candidates: list[Candidate], query: Query) -> list[Candidate]:
         """Candidates that pass the query's filters and repeat policy (``exclude_seen``), in order."""
-        if not query.filters and not query.exclude_seen:
+        exclude = self.excludes_seen(query)
+        if not query.filters and not exclude:
             return candidates
-        seen = self.seen(query) if query.exclude_seen else set()
+        seen = self.seen(query) if exclude else set()
         out = []
         for c in candidates:
             if c.item_id in seen:

@@ -2,7 +2,12 @@
 
 Canonical interaction columns: ``user_id`` (str), ``item_id`` (str), ``timestamp``
 (Datetime[us]), ``weight`` (Float32), and optionally ``price`` (Float32) and ``channel`` (str).
+With an event column configured, also ``event`` (str) and ``is_target`` (bool), and ``weight``
+is the event type's weight times the configured weight column (times 1 without one).
 Canonical catalogue: ``item_id`` (str) first, then the catalogue's own columns unchanged.
+
+Files are parquet, CSV (any separator, quoting, header or not) or JSON lines; ids always come out
+as strings ("00123" stays "00123"; integer ids become their decimal string).
 
 Nothing is dropped silently: every removed row is counted in the :class:`ValidationReport`,
 and under the ``fail`` policy any bad row raises :class:`DataValidationError`.
@@ -10,37 +15,128 @@ and under the ``fail`` policy any bad row raises :class:`DataValidationError`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from recsys.config import InteractionSource, ItemSource, UserSource, ValidationPolicy
+from recsys.config import FileFormat, InteractionSource, ItemSource, UserSource, ValidationPolicy
 from recsys.data.report import DataValidationError, ValidationIssue, ValidationReport
 
-Format = Literal["auto", "parquet", "csv"]
+Format = Literal["auto", "parquet", "csv", "jsonl"]
+_CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+_BOM = b"\xef\xbb\xbf"
+# Separators a header is checked for when a CSV file reads as one single column.
+_LIKELY_SEPARATORS = ("\t", ";", "|", ",")
 
 
-def read_table(path: Path, fmt: Format = "auto") -> pl.DataFrame:
-    """Read a parquet or CSV file; ids and free text stay strings (no type guessing on CSV ids).
+def file_kind(path: Path, fmt: Format) -> Literal["parquet", "csv", "jsonl"]:
+    """The format a file is read as: ``fmt``, or for ``"auto"`` the one its suffix names (else parquet)."""
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    return "csv" if suffix in _CSV_SUFFIXES else "jsonl" if suffix in _JSONL_SUFFIXES else "parquet"
+
+
+def csv_separator(path: Path, options: FileFormat) -> str:
+    """The configured separator, or by default a tab for ``.tsv`` files and a comma otherwise."""
+    if options.separator is not None:
+        return options.separator
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def read_table(path: Path, options: FileFormat | Format = "auto", section: str = "data") -> pl.DataFrame:
+    """Read a parquet, CSV or JSON-lines file; CSV cells stay strings (no type guessing on ids).
 
     Args:
         path: the file.
-        fmt: ``"parquet"``, ``"csv"``, or ``"auto"`` (CSV for .csv/.tsv/.txt, else parquet).
+        options: how to read it (a source config), or just a format name.
+        section: the config section the options live in, for the hint in error messages
+            (e.g. ``"data.interactions"``).
+
+    Returns:
+        The file's rows, column names without a byte-order mark.
 
     Raises:
-        DataValidationError: the file is missing or cannot be parsed.
+        DataValidationError: the file is missing or cannot be parsed; the message names the file,
+            the format and options used, and the option to change.
     """
+    opts = options if isinstance(options, FileFormat) else FileFormat(format=options)
     if not path.is_file():
         raise DataValidationError([ValidationIssue(str(path), "", "file not found", 0)])
-    kind = fmt if fmt != "auto" else ("csv" if path.suffix.lower() in {".csv", ".tsv", ".txt"} else "parquet")
+    kind = file_kind(path, opts.format)
+    if kind == "csv":
+        frame = _read_csv(path, opts, section)
+    elif kind == "jsonl":
+        frame = _read_jsonl(path, opts, section)
+    else:
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:  # polars raises several exception types for unreadable files
+            why = f" ('auto' reads '{path.suffix}' files as parquet)" if opts.format == "auto" else ""
+            raise _unreadable(path, f"as parquet{why}", exc, f"set {section}.format to 'csv' or 'jsonl' if it is not parquet") from exc
+    if frame.columns and frame.columns[0].startswith("\ufeff"):
+        frame = frame.rename({frame.columns[0]: frame.columns[0].lstrip("\ufeff")})
+    return frame
+
+
+def _unreadable(path: Path, how: str, exc: Exception | str, fix: str) -> DataValidationError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataValidationError([ValidationIssue(str(path), "", f"cannot read {path.name} {how}: {reason} ({fix})", 0)])
+
+
+def _read_csv(path: Path, opts: FileFormat, section: str) -> pl.DataFrame:
+    sep = csv_separator(path, opts)
+    how = f"as csv with separator {sep!r}"
     try:
-        if kind == "csv":
-            return pl.read_csv(path, infer_schema=False, separator="\t" if path.suffix == ".tsv" else ",")
-        return pl.read_parquet(path)
-    except Exception as exc:  # polars raises several exception types for unreadable files
-        raise DataValidationError([ValidationIssue(str(path), "", f"cannot read as {kind}: {exc}", 0)]) from exc
+        frame = pl.read_csv(
+            path,
+            infer_schema=False,
+            separator=sep,
+            quote_char=opts.quote_char,
+            encoding=opts.encoding,
+            has_header=opts.has_header,
+            new_columns=opts.column_names,
+            comment_prefix=opts.comment_prefix,
+        )
+    except Exception as exc:  # polars raises ComputeError, SchemaError, NoDataError, ...
+        text = str(exc).lower()
+        if "utf-8" in text or "utf8" in text:
+            fix = f"set {section}.encoding: utf8-lossy to replace invalid bytes"
+        elif "new_columns" in text:
+            fix = f"set {section}.column_names to one name per field"
+        elif "more fields" in text:
+            fix = f"set {section}.separator, or {section}.quote_char if quoted fields contain the separator"
+        else:
+            fix = f"check {section}.format, separator, quote_char, encoding and has_header"
+        raise _unreadable(path, how, exc, fix) from exc
+    if frame.width == 1 and opts.has_header:
+        header = frame.columns[0]
+        other = next((c for c in _LIKELY_SEPARATORS if c != sep and c in header), None)
+        if other is not None:
+            raise _unreadable(
+                path, how, f"the header reads as one single column {header!r}, which contains {other!r}", f"set {section}.separator: {other!r}"
+            )
+    return frame
+
+
+def _read_jsonl(path: Path, opts: FileFormat, section: str) -> pl.DataFrame:
+    with path.open("rb") as f:
+        has_bom = f.read(len(_BOM)) == _BOM
+    source: Path | io.BytesIO = path
+    if has_bom or opts.encoding == "utf8-lossy":
+        data = path.read_bytes()[len(_BOM) if has_bom else 0 :]
+        if opts.encoding == "utf8-lossy":
+            data = data.decode("utf-8", errors="replace").encode()
+        source = io.BytesIO(data)
+    try:
+        # The whole file decides each column's type: an id column of numbers with a string further down stays whole.
+        return pl.read_ndjson(source, infer_schema_length=None)
+    except Exception as exc:  # polars raises ComputeError and others for malformed lines
+        raise _unreadable(path, "as jsonl (one JSON object per line)", exc, f"check {section}.format and encoding") from exc
 
 
 def require_columns(frame: pl.DataFrame, columns: Mapping[str, str | None], file: str) -> None:
@@ -126,6 +222,9 @@ def _to_datetime(col: pl.Expr, dtype: pl.DataType, source: InteractionSource) ->
         return col.cast(pl.Datetime("us"))
     if dtype.is_integer() or source.timestamp_unit is not None:
         unit = source.timestamp_unit or "s"
+        if not dtype.is_integer():
+            # CSV text such as "881250949" or "881250949.0" (epoch seconds written as floats).
+            col = col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
         return pl.from_epoch(col.cast(pl.Int64, strict=False), time_unit=unit).cast(pl.Datetime("us"))
     text = col.cast(pl.String).str.strip_chars()
     if source.timestamp_format:
@@ -163,7 +262,7 @@ def load_interactions(
         DataValidationError: missing columns, or bad rows under the ``fail`` policy.
     """
     file = str(path)
-    raw = read_table(path, source.format)
+    raw = read_table(path, source, "data.interactions")
     cols = source.columns
     require_columns(raw, cols.model_dump(), file)
     report.counts["interactions_read"] = raw.height
@@ -173,6 +272,7 @@ def load_interactions(
         _id_expr(cols.user_id, raw.schema[cols.user_id]).alias("user_id"),
         _id_expr(cols.item_id, raw.schema[cols.item_id]).alias("item_id"),
         _to_datetime(pl.col(cols.timestamp), raw.schema[cols.timestamp], source).alias("timestamp"),
+        pl.col(cols.timestamp).cast(pl.String).alias("_timestamp_text"),
         pl.int_range(pl.len()).alias("_row"),
     )
     frame = v.check(frame, pl.col("user_id").is_null() | (pl.col("user_id") == ""), cols.user_id, "null or empty user id", example=pl.col("_row"))
@@ -181,9 +281,11 @@ def load_interactions(
         frame,
         pl.col("timestamp").is_null(),
         cols.timestamp,
-        "null or unparseable timestamp",
-        example=pl.col(cols.timestamp).cast(pl.String),
+        "null or unparseable timestamp" + _epoch_hint(raw[cols.timestamp], source),
+        example=pl.col("_timestamp_text"),
     )
+    if cols.event is not None:
+        frame = _check_events(frame, source, v)
 
     weight = pl.lit(1.0)
     for role in ("weight", "rating", "price"):
@@ -196,6 +298,8 @@ def load_interactions(
     if cols.weight is not None:
         frame = v.check(frame, pl.col("_weight") <= 0, cols.weight, "weight must be positive")
         weight = pl.col("_weight")
+    if cols.event is not None:
+        weight = weight * pl.col("_event").replace_strict(source.event_weights, default=None, return_dtype=pl.Float64)
     if cols.rating is not None and source.rating_threshold is not None:
         below = frame.filter(pl.col("_rating") < source.rating_threshold).height
         # Turning ratings into positives is a configured transformation, reported, not an error.
@@ -212,9 +316,46 @@ def load_interactions(
         out.append(pl.col("_price").cast(pl.Float32).alias("price"))
     if cols.channel is not None:
         out.append(pl.col(cols.channel).cast(pl.String).alias("channel"))
+    if cols.event is not None:
+        targets = source.target_events
+        is_target = pl.lit(True) if targets is None else pl.col("_event").is_in(pl.Series(targets, dtype=pl.String).implode())
+        out += [pl.col("_event").alias("event"), is_target.alias("is_target")]
     result = frame.select(out).sort("timestamp", maintain_order=True)
     report.counts["interactions_loaded"] = result.height
+    if cols.event is not None:
+        report.counts["interactions_target"] = int(result["is_target"].sum())
     return result
+
+
+def _epoch_hint(values: pl.Series, source: InteractionSource) -> str:
+    """A hint for the timestamp finding when text timestamps are all numbers and no epoch unit is set."""
+    if source.timestamp_unit is not None or values.dtype != pl.String:
+        return ""
+    given = values.drop_nulls()
+    if given.is_empty() or not given.str.contains(r"^\s*-?\d+(\.\d*)?\s*$").all():
+        return ""
+    return " (the values look like epoch times: set data.interactions.timestamp_unit to 's' or 'ms')"
+
+
+def _check_events(frame: pl.DataFrame, source: InteractionSource, v: _Validator) -> pl.DataFrame:
+    """Add ``_event``; null and unconfigured event types fail or are dropped and reported."""
+    name = source.columns.event
+    assert name is not None
+    frame = frame.with_columns(pl.col(name).cast(pl.String).str.strip_chars().alias("_event"))
+    present = pl.col("_event").is_not_null() & (pl.col("_event") != "")
+    frame = v.check(frame, ~present, name, "null or empty event type", example=pl.col("_row"))
+    known = sorted(source.event_weights)
+    unknown = present & ~pl.col("_event").is_in(pl.Series(known, dtype=pl.String).implode())
+    types = frame.filter(unknown)["_event"].value_counts(sort=True)
+    if types.height:
+        shown = ", ".join(f"{t!r} ({n:,} rows)" for t, n in types.head(10).iter_rows())
+        more = f" and {types.height - 10} more" if types.height > 10 else ""
+        problem = (
+            f"event type(s) {shown}{more} not in event_weights (known: {', '.join(map(repr, known))}); "
+            "add them to data.interactions.event_weights, or drop them with validation.on_error: drop"
+        )
+        frame = v.check(frame, unknown, name, problem, example=pl.col("_event"))
+    return frame
 
 
 def load_items(path: Path, source: ItemSource, policy: ValidationPolicy, report: ValidationReport) -> pl.DataFrame:
@@ -230,7 +371,7 @@ def load_items(path: Path, source: ItemSource, policy: ValidationPolicy, report:
         DataValidationError: missing columns, null ids or duplicate ids under the ``fail`` policy.
     """
     file = str(path)
-    raw = read_table(path, source.format)
+    raw = read_table(path, source, "data.items")
     cols = source.columns
     wanted = {"item_id": cols.item_id, "name": cols.name}
     wanted |= {f"categorical[{i}]": c for i, c in enumerate(cols.categorical)}
@@ -263,7 +404,7 @@ def load_users(path: Path, source: UserSource, policy: ValidationPolicy, report:
         DataValidationError: missing columns, or bad ids under the ``fail`` policy.
     """
     file = str(path)
-    raw = read_table(path, source.format)
+    raw = read_table(path, source, "data.users")
     wanted = {"user_id": source.user_id} | {c: c for c in source.categorical + source.numeric}
     require_columns(raw, wanted, file)
     v = _Validator(file, policy, report)

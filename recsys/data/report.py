@@ -34,7 +34,9 @@ class ValidationIssue:
     def describe(self) -> str:
         """One line for people: severity, file, column, problem, count, action, examples."""
         where = f"{self.file}" + (f", column '{self.column}'" if self.column else "")
-        text = f"[{self.severity}] {where}: {self.problem} ({self.count:,} rows)"
+        text = f"[{self.severity}] {where}: {self.problem}"
+        if self.count or self.column:  # a whole-file problem (unreadable, missing) has no row count
+            text += f" ({self.count:,} rows)"
         if self.action:
             text += f" -> {self.action}"
         if self.examples:

@@ -1,9 +1,11 @@
 """Time-based train / validation / test windows without leakage.
 
-``global`` mode: one cutoff for everybody. The test window is ``[test_start, test_start +
-test_days)``, validation the ``validation_days`` before it, training everything earlier.
-``per_user`` mode: each user's own last ``test_days`` days of activity are their test window,
-the ``validation_days`` before that their validation window.
+``global`` mode: one cutoff for everybody. The test window is ``[test_start, test_start + test)``,
+validation the ``validation`` before it, training everything earlier (``test`` and ``validation``
+are durations: ``1d``, ``7d``, ``30d``, ``12h``). Windows of whole days start at midnight; by
+default the test window holds the log's last day(s), or its last hours for an hourly window.
+``per_user`` mode: each user's own last ``test`` of activity is their test window, the
+``validation`` before that their validation window.
 
 Anything fitted for evaluation on the test window must only see :attr:`TimeSplit.history`
 (train + validation); anything tuned on validation must only see :attr:`TimeSplit.train`.
@@ -68,14 +70,18 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
     last = interactions["timestamp"].max()
     first = interactions["timestamp"].min()
     assert isinstance(last, dt.datetime) and isinstance(first, dt.datetime)
+    day = dt.timedelta(days=1)
+    whole_days = config.test % day == dt.timedelta(0)
     if config.test_start is not None:
         test_start = dt.datetime.combine(config.test_start, dt.time())
+    elif whole_days:
+        test_start = dt.datetime.combine(last.date(), dt.time()) - (config.test - day)
     else:
-        test_start = dt.datetime.combine(last.date(), dt.time()) - dt.timedelta(days=config.test_days - 1)
+        test_start = last.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1) - config.test
     if not first < test_start <= last:
         raise ValueError(f"test_start {test_start:%Y-%m-%d} is outside the log's span {first:%Y-%m-%d}..{last:%Y-%m-%d}")
-    test_end = test_start + dt.timedelta(days=config.test_days)
-    validation_start = test_start - dt.timedelta(days=config.validation_days)
+    test_end = test_start + config.test
+    validation_start = test_start - config.validation
     ts = pl.col("timestamp")
     return TimeSplit(
         train=interactions.filter(ts < validation_start),
@@ -88,10 +94,12 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
 
 
 def _split_per_user(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
-    day = pl.col("timestamp").dt.truncate("1d")
+    whole_days = config.test % dt.timedelta(days=1) == dt.timedelta(0)
+    day = pl.col("timestamp").dt.truncate("1d" if whole_days else "1h")
     last_day = day.max().over("user_id")
-    test_from = last_day - pl.duration(days=config.test_days - 1)
-    val_from = test_from - pl.duration(days=config.validation_days)
+    step = dt.timedelta(days=1) if whole_days else dt.timedelta(hours=1)
+    test_from = last_day - pl.lit(config.test - step)
+    val_from = test_from - pl.lit(config.validation)
     tagged = interactions.with_columns(
         pl.when(day >= test_from).then(pl.lit(2)).when(day >= val_from).then(pl.lit(1)).otherwise(pl.lit(0)).alias("_w")
     )
@@ -105,10 +113,15 @@ def _split_per_user(interactions: pl.DataFrame, config: SplitConfig) -> TimeSpli
 def ground_truth(test: pl.DataFrame, users: list[str] | None = None) -> dict[str, list[str]]:
     """Distinct items each user interacted with in a window (first occurrence order).
 
+    With an ``is_target`` column (a log of several event types), only target events count: a user
+    who only viewed items in the window has no ground truth.
+
     Args:
         test: interactions of the test window.
         users: restrict to these users (e.g. warm users); None keeps everybody.
     """
     frame = test if users is None else test.filter(pl.col("user_id").is_in(pl.Series(users).implode()))
+    if "is_target" in frame.columns:
+        frame = frame.filter(pl.col("is_target"))
     grouped = frame.group_by("user_id", maintain_order=True).agg(pl.col("item_id").unique(maintain_order=True))
     return dict(zip(grouped["user_id"].to_list(), grouped["item_id"].to_list()))

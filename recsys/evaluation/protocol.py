@@ -33,6 +33,8 @@ class EvaluationSetup:
         users: the test users, in a fixed order (warm users only if configured).
         truth: distinct test-window items per test user.
         item_popularity: training interaction counts per item id (for novelty).
+        exclude_seen: the repeat policy (``repeats: exclude``): lists leave out what each user
+            already had, and the truth counts only items new to the user.
     """
 
     split: TimeSplit
@@ -40,6 +42,7 @@ class EvaluationSetup:
     users: list[str]
     truth: dict[str, list[str]]
     item_popularity: dict[str, float]
+    exclude_seen: bool = False
 
 
 @dataclass
@@ -66,9 +69,19 @@ def prepare_evaluation(dataset: Dataset, config: ProjectConfig) -> EvaluationSet
     if config.split.warm_users_only:
         test_users = [u for u in test_users if u in train.user_index]
     truth = ground_truth(split.test, test_users)
+    exclude = config.repeats == "exclude"
+    if exclude:
+        # Nobody can be recommended what they had: only new items count, and users with none drop out.
+        had = history.join(pl.DataFrame({"user_id": test_users}), on="user_id", how="semi").group_by("user_id").agg(pl.col("item_id"))
+        seen = {u: set(items) for u, items in zip(had["user_id"].to_list(), had["item_id"].to_list())}
+        truth = {u: [i for i in items if i not in seen.get(u, ())] for u, items in truth.items()}
+        dropped = [u for u in test_users if not truth.get(u)]
+        test_users = [u for u in test_users if truth.get(u)]
+        truth = {u: truth[u] for u in test_users}
+        log.info("repeats excluded: %d test users had only items they interacted with before and are left out", len(dropped))
     pop = history.group_by("item_id").agg(pl.col("weight").sum())
     log.info("evaluation setup: %s; %d test users", split.describe(), len(test_users))
-    return EvaluationSetup(split, train, test_users, truth, dict(zip(pop["item_id"].to_list(), pop["weight"].to_list())))
+    return EvaluationSetup(split, train, test_users, truth, dict(zip(pop["item_id"].to_list(), pop["weight"].to_list())), exclude)
 
 
 def score_lists(
@@ -105,7 +118,7 @@ def score_lists(
 
 
 def evaluate_model(model: Recommender, setup: EvaluationSetup, config: EvaluationConfig, fit: bool = True) -> ModelEvaluation:
-    """Fit (optionally) and score one model on the protocol. Seen items are not excluded (re-purchase is real).
+    """Fit (optionally) and score one model on the protocol, under its repeat policy (``setup.exclude_seen``).
 
     Args:
         model: the recommender.
@@ -120,7 +133,7 @@ def evaluate_model(model: Recommender, setup: EvaluationSetup, config: Evaluatio
     if fit:
         model.fit(setup.train)
     k = max(config.k, *config.recall_ks)
-    recs = model.recommend(setup.users, k, exclude_seen=False)
+    recs = model.recommend(setup.users, k, exclude_seen=setup.exclude_seen)
     result = score_lists(model.name, recs.as_dict(), setup, config)
     result.seconds = time.perf_counter() - start
     return result

@@ -1,7 +1,7 @@
 """A content-only recommender: items whose content vectors resemble the user's recent purchases.
 
 For each user, the last ``history_items`` distinct items are weighted by recency
-(``0.5 ** (age_days / half_life_days)``). A candidate's score blends
+(``0.5 ** (age_days / half_life_days)``, ages counted from the user's most recent item). A candidate's score blends
 
 - centroid similarity: cosine to the weighted mean of the history vectors, and
 - max similarity: the highest recency-weighted cosine to any single history item,
@@ -64,8 +64,11 @@ class ContentRecommender(ScoringRecommender):
             .with_columns(pl.int_range(pl.len()).over("user_idx").alias("rank"))
             .filter(pl.col("rank") < self.settings.history_items)
         )
-        age_days = recent.select((pl.lit(as_of) - pl.col("last")).dt.total_seconds()).to_series().to_numpy() / 86400.0
-        weights = np.power(0.5, np.maximum(age_days, 0.0) / self.settings.half_life_days).astype(np.float32)
+        # Ages counted from each user's most recent item (which weighs 1), so the weights never all
+        # underflow to 0 however old the history is; scoring divides by the max, so only ratios matter.
+        age = ((pl.lit(as_of) - pl.col("last")).dt.total_seconds() / 86400.0).clip(lower_bound=0.0)
+        age_days = recent.select(age - age.min().over("user_idx")).to_series().to_numpy()
+        weights = np.power(0.5, age_days / self.settings.half_life_days).astype(np.float32)
         self.history = sp.csr_matrix(
             (weights, (recent["user_idx"].to_numpy(), recent["item_idx"].to_numpy())), shape=(data.n_users, data.n_items), dtype=np.float32
         )
@@ -86,7 +89,8 @@ class ContentRecommender(ScoringRecommender):
             if not len(items):
                 continue
             sims = E @ E[items].T  # (n_items, h)
-            w = w / w.max()
+            top = w.max()
+            w = w / top if top > 0 else np.ones_like(w)  # all 0: a model saved before weights were relative
             centroid = l2_normalise((w @ E[items])[None, :])[0]
             out[j] = cw * (E @ centroid) + (1.0 - cw) * (sims * w).max(axis=1)
         return out + self.offset

@@ -49,7 +49,7 @@ def run(config_path: str, out: Path, overrides: dict[str, object] | None = None)
     window = TrainingData.build(split.history, dataset.items, dataset.users, as_of=split.test_start)
     model = TwoTowerRecommender.from_config(config)
     vectors = model.features.vectors()
-    inner, truth = holdout(window, config.split.validation_days)
+    inner, truth = holdout(window, config.retrieval.two_tower.validation_days)
     result = model.early_stopping_run(inner, truth, vectors)
     world = dist.get_world_size() if dist.is_initialized() else 1
     summary: dict[str, object] = {

@@ -29,7 +29,7 @@ def test_explicit_test_start() -> None:
             "weight": [1.0] * 4,
         }
     )
-    s = split_by_time(frame, SplitConfig(test_start=dt.date(2020, 1, 3), test_days=1, validation_days=1))
+    s = split_by_time(frame, SplitConfig(test_start=dt.date(2020, 1, 3), test="1d", validation="1d"))
     assert s.train["item_id"].to_list() == ["x"]
     assert s.validation["item_id"].to_list() == ["y"]
     assert s.test["item_id"].to_list() == ["x"]  # 2020-01-04 is after the 1-day test window
@@ -44,7 +44,7 @@ def test_per_user_split_takes_each_users_last_days() -> None:
             "weight": [1.0] * 5,
         }
     )
-    s = split_by_time(frame, SplitConfig(mode="per_user", test_days=1, validation_days=4))
+    s = split_by_time(frame, SplitConfig(mode="per_user", test="1d", validation="4d"))
     assert sorted(s.test["item_id"].to_list()) == ["3", "5"]
     assert sorted(s.validation["item_id"].to_list()) == ["2", "4"]
     assert s.train["item_id"].to_list() == ["1"]
