@@ -215,11 +215,14 @@ class DataConfig(StrictModel):
     )
 
     def resolve(self, path: str | None) -> Path | None:
-        """Resolve a data path: absolute stays, relative is taken below ``data_dir``."""
+        """Resolve a data path: absolute stays, relative is taken below ``data_dir`` (itself relative to the project root)."""
         if path is None:
             return None
         p = Path(expand_env(path))
-        return p if p.is_absolute() else Path(expand_env(self.data_dir)) / p
+        if p.is_absolute():
+            return p
+        root = Path(expand_env(self.data_dir))
+        return (root if root.is_absolute() else PROJECT_ROOT / root) / p
 
 
 class SplitConfig(StrictModel):

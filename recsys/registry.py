@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from recsys.candidates.generator import CandidateGenerator
-from recsys.config import ProjectConfig
+from recsys.config import ConfigError, ProjectConfig
 from recsys.models.base import Recommender
 from recsys.models.content import ContentRecommender
 from recsys.models.history import HistoryRecommender
@@ -48,8 +48,8 @@ def build_model(name: str, config: ProjectConfig) -> Recommender:
         The unfitted model.
 
     Raises:
-        KeyError: unknown name (the message lists the known ones).
+        ConfigError: unknown name (the message lists the known ones).
     """
     if name not in MODEL_FACTORIES:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODEL_FACTORIES))}")
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(MODEL_FACTORIES))}")
     return MODEL_FACTORIES[name](config)

@@ -28,9 +28,10 @@ from recsys.config import (  # noqa: E402
     ProjectConfig,  # noqa: E402
     load_config,
 )
-from recsys.data import DataValidationError, load_dataset  # noqa: E402
+from recsys.data import DataValidationError, load_dataset
+from recsys.data.stats import recommended_repeat_policy, repeat_rate  # noqa: E402
 from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table  # noqa: E402
-from recsys.registry import MODEL_FACTORIES, build_model  # noqa: E402
+from recsys.registry import build_model  # noqa: E402
 from serving.server import ServeSettings, serve  # noqa: E402
 from training.content import run_content  # noqa: E402
 from training.pipeline import Pipeline  # noqa: E402
@@ -82,8 +83,17 @@ def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     dataset = load_dataset(config.data)
     print(dataset.report.describe())
+    rate = repeat_rate(dataset.interactions)
+    advice = recommended_repeat_policy(rate)
+    agrees = "matches" if advice == config.repeats else "differs from"
+    print(
+        f"repeat rate: {rate:.1%} of interactions are on an item the user had before -> recommended `repeats: {advice}` "
+        f"(this config says `repeats: {config.repeats}`, which {agrees} it)"
+    )
     if args.json:
-        write_text(args.json, dataset.report.to_json())
+        report = json.loads(dataset.report.to_json())
+        report["repeat_rate"] = {"rate": rate, "recommended": advice, "configured": config.repeats}
+        write_text(args.json, json.dumps(report, indent=2))
     return 0
 
 
@@ -226,7 +236,7 @@ def _write_traceback(args: argparse.Namespace, argv: list[str], trace: str) -> P
         work = load_config(args.config).work_path
         name = f"recsys-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         return write_text(work / "logs" / name, f"$ recsys {' '.join(argv)}\n\n{trace}")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no readable config or writable work dir: the caller prints to stderr
         return None
 
 
@@ -244,21 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, (add_arguments, _, help_text) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
+    # force: a library imported above (torchrec) already put a WARNING handler on the root logger.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     try:
-        # Model names come from the command line: reject an unknown one as a user error, before any work.
-        unknown = [n for n in (m.strip() for m in (getattr(args, "models", None) or "").split(",")) if n and n not in MODEL_FACTORIES]
-        if unknown:
-            raise ConfigError(f"--models: unknown model {unknown[0]!r}; known: {', '.join(sorted(MODEL_FACTORIES))}")
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exc()
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: report it as one, keep the traceback
         trace = traceback.format_exc()
         path = _write_traceback(args, sys.argv[1:] if argv is None else list(argv), trace)
         if path is None or args.verbose:

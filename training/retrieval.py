@@ -26,7 +26,7 @@ from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import merge
 from recsys.candidates.merge import tune_weights as tune_source_weights
 from recsys.candidates.sources import index_lists
-from recsys.config import ProjectConfig
+from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData
 from recsys.evaluation.metrics import recall_at_k
 from recsys.evaluation.protocol import (
@@ -207,9 +207,9 @@ def fit_retrieval(
 def _check_tunable(config: ProjectConfig, two_tower_epochs: int | None) -> None:
     """Raise before any fitting when fusion weights cannot be tuned on this config."""
     if config.retrieval.two_tower.validation_days < 1:
-        raise ValueError("fit_retrieval: tuning fusion weights needs retrieval.two_tower.validation_days >= 1 (the validation window)")
+        raise ConfigError("fit_retrieval: tuning fusion weights needs retrieval.two_tower.validation_days >= 1 (the validation window)")
     if two_tower_epochs is not None and "two_tower" in config.retrieval.candidates.sources:
-        raise ValueError(
+        raise ConfigError(
             "fit_retrieval: tune_weights needs the two-tower's early-stopping run (its held-out vectors), which two_tower_epochs skips"
         )
 

@@ -85,6 +85,7 @@ def load_dataset(config: DataConfig) -> Dataset:
             raise DataValidationError([issue])
         if policy.unknown_items == "drop":
             interactions = interactions.filter(known)
+            report.counts["interactions_loaded"] = interactions.height
             issue = ValidationIssue(issue.file, issue.column, issue.problem, unknown, examples, "warning", f"dropped {unknown:,} rows")
         else:
             issue = ValidationIssue(issue.file, issue.column, issue.problem, unknown, examples, "warning", "kept")

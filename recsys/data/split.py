@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recsys.config import SplitConfig
+from recsys.config import ConfigError, SplitConfig
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
         The three windows.
 
     Raises:
-        ValueError: the log is empty or the test start lies outside it.
+        ValueError: the log is empty.
+        ConfigError: the test start lies outside the log.
     """
     if interactions.is_empty():
         raise ValueError("cannot split an empty interaction log")
@@ -79,7 +80,7 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
     else:
         test_start = last.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1) - config.test
     if not first < test_start <= last:
-        raise ValueError(f"test_start {test_start:%Y-%m-%d} is outside the log's span {first:%Y-%m-%d}..{last:%Y-%m-%d}")
+        raise ConfigError(f"split: test_start {test_start:%Y-%m-%d} is outside the log's span {first:%Y-%m-%d}..{last:%Y-%m-%d}")
     test_end = test_start + config.test
     validation_start = test_start - config.validation
     ts = pl.col("timestamp")

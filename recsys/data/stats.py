@@ -52,3 +52,28 @@ def popularity_scores(counts: np.ndarray, tie_breaker: np.ndarray | None = None)
     if tie_breaker is not None:
         scores = scores + 1e-9 * tie_breaker / max(float(tie_breaker.max()), 1.0)
     return scores
+
+
+REPEAT_RATE_THRESHOLD = 0.05  # above this share of repeat interactions, recommending repeats pays
+
+
+def repeat_rate(interactions: pl.DataFrame) -> float:
+    """Share of interactions on an item the same user interacted with before (on an earlier day or earlier that day).
+
+    Args:
+        interactions: canonical interactions sorted by time.
+
+    Returns:
+        The share in [0, 1] (0 for an empty log).
+    """
+    if interactions.is_empty():
+        return 0.0
+    frame = interactions.select("user_id", "item_id", "timestamp").sort("timestamp", maintain_order=True)
+    # The first interaction of each (user, item) pair is new; every later one is a repeat.
+    repeats = frame.select(pl.int_range(pl.len()).over(["user_id", "item_id"]).gt(0).sum()).item()
+    return float(repeats) / frame.height
+
+
+def recommended_repeat_policy(rate: float) -> str:
+    """``"allow"`` where people come back to items they had (grocery, fashion), ``"exclude"`` where they do not (films)."""
+    return "allow" if rate >= REPEAT_RATE_THRESHOLD else "exclude"

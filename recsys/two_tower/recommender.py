@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys.config import ALSConfig, ProjectConfig, TwoTowerConfig
+from recsys.config import ALSConfig, ConfigError, ProjectConfig, TwoTowerConfig
 from recsys.data.interactions import TrainingData
 from recsys.models.als_factors import ALSFactors
 from recsys.models.base import ScoringRecommender
@@ -94,7 +94,10 @@ def holdout(data: TrainingData, days: int) -> tuple[TrainingData, dict[int, np.n
     inner = TrainingData.build(data.interactions.filter(ts < cut), data.items, data.users, as_of=cut)
     later = data.interactions.filter(ts >= cut)
     if inner.interactions.is_empty() or later.is_empty():
-        raise ValueError(f"two-tower: cannot hold out {days} day(s) of a window with {data.interactions.height} interactions")
+        raise ConfigError(
+            f"two-tower: cannot hold out {days} day(s) of a window with {data.interactions.height} interactions "
+            "(lower retrieval.two_tower.validation_days)"
+        )
     grouped = later.group_by("user_id", maintain_order=True).agg(pl.col("item_id").unique(maintain_order=True))
     truth: dict[int, np.ndarray] = {}
     for user, items in zip(grouped["user_id"].to_list(), grouped["item_id"].to_list()):

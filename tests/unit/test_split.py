@@ -4,6 +4,7 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from recsys.config import ProjectConfig, SplitConfig
 from recsys.data import ground_truth, load_dataset, split_by_time
@@ -54,3 +55,23 @@ def test_ground_truth_is_distinct_items() -> None:
     test = pl.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "x", "y", "z"]})
     assert ground_truth(test) == {"a": ["x", "y"], "b": ["z"]}
     assert ground_truth(test, ["b"]) == {"b": ["z"]}
+
+
+def test_repeat_rate_counts_later_interactions_on_an_item_the_user_had() -> None:
+    from recsys.data.stats import recommended_repeat_policy, repeat_rate
+
+    day = lambda d: dt.datetime(2024, 1, d)  # noqa: E731
+    frame = pl.DataFrame(
+        {"user_id": ["a", "a", "a", "b", "b"], "item_id": ["x", "x", "y", "x", "z"], "timestamp": [day(1), day(2), day(3), day(1), day(2)]}
+    )
+    assert repeat_rate(frame) == pytest.approx(1 / 5)  # only a's second x
+    assert recommended_repeat_policy(0.2) == "allow" and recommended_repeat_policy(0.0) == "exclude"
+    assert repeat_rate(frame.head(0)) == 0.0
+
+
+def test_hourly_windows() -> None:
+    hour = lambda h: dt.datetime(2024, 1, 2, h)  # noqa: E731
+    frame = pl.DataFrame({"user_id": ["a"] * 6, "item_id": list("uvwxyz"), "timestamp": [hour(h) for h in (1, 5, 9, 13, 17, 21)], "weight": [1.0] * 6})
+    s = split_by_time(frame, SplitConfig(test="6h", validation="8h"))
+    assert s.test_start == hour(16) and s.validation_start == hour(8)
+    assert s.test["item_id"].to_list() == ["y", "z"] and s.validation["item_id"].to_list() == ["w", "x"]
