@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import WithJsonSchema
 
 from serving import schemas as s
 from serving.fastpath import Endpoint, JsonFastPath
@@ -44,8 +45,13 @@ _DISPLAY_KEYS = {
     "product_group": ("product_group_name", "product_group", "category"),
     "colour": ("colour_group_name", "perceived_colour_master_name", "colour", "color"),
 }
+# The upload's schema: binary, so clients (and schemathesis) send it as a file part. FastAPI would
+# write `anyOf: [binary string, null]`, which generators send as a plain text field ("null", ...).
+_IMAGE_PART = "a photo (JPEG, PNG or WebP, at most 5 MiB and 16.7 Mpixel)"
+_BINARY_PART = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream", "description": _IMAGE_PART}
+_TYPED_SEARCH_FIELDS = {"text_weight": "a number", "image_weight": "a number", "k": "an integer", "details": "true or false"}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": s.ErrorResponse, "description": "malformed JSON"},
+    400: {"model": s.ErrorResponse, "description": "malformed JSON or multipart body"},
     413: {"model": s.ErrorResponse, "description": "body or image too large"},
     415: {"model": s.ErrorResponse, "description": "unsupported content or image type"},
     422: {"model": s.ErrorResponse, "description": "a field is invalid (named in the message), or unknown item ids (listed)"},
@@ -69,6 +75,20 @@ async def require_json(content_type: Annotated[str | None, Header(include_in_sch
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared and declared != "application/json" and not declared.endswith("+json"):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {declared!r}", "content-type")
+
+
+async def no_empty_form_values(request: Request) -> None:
+    """An empty text in a multipart number or boolean field is a 422, as the spec's type says.
+
+    FastAPI reads an empty form value as "not sent" (the default) before validation sees it, so
+    ``k=`` would silently become 12. The form is the one FastAPI already parsed (cached on the request).
+    """
+    if not (request.headers.get("content-type") or "").lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        return
+    form = await request.form()
+    for name, kind in _TYPED_SEARCH_FIELDS.items():
+        if any(value == "" for value in form.getlist(name)):
+            raise ApiError(422, "invalid_request", f"empty value; give {kind} or leave the field out", name)
 
 
 Service = Annotated[RecommendationService, Depends(current_service)]
@@ -164,8 +184,8 @@ def create_app(
     def similar(
         svc: Service,
         item_id: ItemIdPath,
-        k: Annotated[int, QueryParam(ge=1, le=s.MAX_K, description=f"1..{s.MAX_K}")] = 12,
-        details: bool = True,
+        k: Annotated[int, QueryParam(ge=1, le=s.MAX_K, description=f"1..{s.MAX_K}"), s.TEXT_INT] = 12,
+        details: Annotated[bool, QueryParam(), s.TEXT_BOOL] = True,
     ) -> s.ScoredItemsResponse:
         """Items closest to this one by content (photo and text)."""
         items = svc.similar(item_id, k)
@@ -174,20 +194,22 @@ def create_app(
             items=[s.ScoredItemOut(item_id=i.item_id, score=i.score, sources=i.sources, item=_item_out(svc, i.item_id) if details else None) for i in items],
         )
 
-    @app.post("/v1/search", response_model=s.ScoredItemsResponse, responses=ERRORS, tags=["items"])
+    @app.post("/v1/search", response_model=s.ScoredItemsResponse, responses=ERRORS, tags=["items"], dependencies=[Depends(no_empty_form_values)])
     def search(
         svc: Service,
         text: Annotated[str | None, Form(max_length=s.MAX_TEXT, description="what to look for")] = None,
-        image: Annotated[UploadFile | None, File(description="a photo (JPEG, PNG or WebP, at most 5 MiB and 16.7 Mpixel)")] = None,
-        text_weight: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
-        image_weight: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
-        k: Annotated[int, Form(ge=1, le=s.MAX_K)] = 12,
-        details: Annotated[bool, Form()] = True,
+        image: Annotated[UploadFile | str | None, File(description=_IMAGE_PART), WithJsonSchema(_BINARY_PART)] = None,
+        text_weight: Annotated[float, Form(ge=0.0, le=1.0), s.TEXT_NUMBER] = 0.5,
+        image_weight: Annotated[float, Form(ge=0.0, le=1.0), s.TEXT_NUMBER] = 0.5,
+        k: Annotated[int, Form(ge=1, le=s.MAX_K), s.TEXT_INT] = 12,
+        details: Annotated[bool, Form(), s.TEXT_BOOL] = True,
     ) -> s.ScoredItemsResponse:
         """Multimodal search (multipart form): a text and/or an uploaded image, weighted; two stages
         (equally weighted retrieval, then reranked by the requested weights)."""
         picture = None
-        if image is not None and (image.filename or image.size):
+        if isinstance(image, str):  # a part without a filename (e.g. `curl -F image=<photo.jpg`): its bytes, as sent
+            picture = decode_image(_part_bytes(image), "image") if image else None
+        elif image is not None and (image.filename or image.size):
             check_content_type(image.content_type, "image")
             raw = image.file.read(s.MAX_IMAGE_BYTES + 1)
             picture = decode_image(raw, "image")
@@ -221,12 +243,12 @@ def create_app(
     # ------------------------------------------------------------------ customers (for the page)
 
     @app.get("/v1/users/sample", response_model=s.SampleUsersResponse, responses=ERRORS, tags=["customers"])
-    def sample_users(svc: Service, n: Annotated[int, QueryParam(ge=1, le=24)] = 6) -> s.SampleUsersResponse:
+    def sample_users(svc: Service, n: Annotated[int, QueryParam(ge=1, le=24), s.TEXT_INT] = 6) -> s.SampleUsersResponse:
         """A few customers with a rich, photographed purchase history."""
         return s.SampleUsersResponse(model_version=svc.version, users=[_user_out(svc, u.user_id, u.n_purchases, u.recent_item_ids) for u in svc.sample_users(n)])
 
     @app.get("/v1/users/{user_id}", response_model=s.UserOut, responses=ERRORS | NOT_FOUND, tags=["customers"])
-    def user(svc: Service, user_id: Annotated[str, PathParam(pattern=s.ID_PATTERN)], n_recent: Annotated[int, QueryParam(ge=0, le=50)] = 12) -> s.UserOut:
+    def user(svc: Service, user_id: Annotated[str, PathParam(pattern=s.ID_PATTERN)], n_recent: Annotated[int, QueryParam(ge=0, le=50), s.TEXT_INT] = 12) -> s.UserOut:
         """A customer's number of purchases and most recent purchases."""
         summary = svc.user(user_id)
         if summary is None:
@@ -305,6 +327,24 @@ def _query(body: s.CandidatesRequest) -> Query:
         exclude_seen=body.exclude_seen,
         filters={column: tuple(values) for column, values in body.filters.items()},
     )
+
+
+def _part_bytes(text: str) -> bytes:
+    """The raw bytes of a multipart part Starlette handed over as text (no filename).
+
+    Starlette decodes such a part as UTF-8 (the request's charset, by default), or as Latin-1 when
+    it is not valid UTF-8 (a photo never is): undo whichever it did. Such parts are limited to 1 MiB
+    by Starlette (a 400 beyond); a file part takes up to the 5 MiB image limit.
+    """
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    return text.encode("utf-8")
 
 
 def _encodes_context(body: s.CandidatesRequest) -> bool:

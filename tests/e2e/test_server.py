@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -135,13 +136,24 @@ def test_reload_under_load(server: Server) -> None:
 
 
 def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path) -> None:
-    """Property-based: generated requests for every operation in the OpenAPI spec never get a 5xx."""
+    """Property-based, every schemathesis check: no 5xx, and the server agrees with its OpenAPI spec.
+
+    `--checks all` adds, among others: responses match their documented status codes, content types
+    and schemas; schema-violating requests are rejected (4xx); schema-valid requests are accepted.
+    The checks' settings (which operations may answer a schema-valid request with 413/415/422) are in
+    tests/e2e/schemathesis.toml; tests/e2e/schemathesis_hooks.py works around a schemathesis false
+    positive on multipart uploads. One client worker: the run is reproducible from its seed (~40 s here).
+    """
+    here = Path(__file__).parent
     cmd = [
-        sys.executable, "-m", "schemathesis.cli", "--no-color", "run", f"{server.url}/openapi.json",
-        "--checks", "not_a_server_error", "--max-examples", "12", "--seed", "7", "--workers", "2",
+        sys.executable, "-m", "schemathesis.cli", "--no-color", "--config-file", str(here / "schemathesis.toml"),
+        "run", f"{server.url}/openapi.json",
+        "--checks", "all", "--max-examples", "40", "--seed", "7", "--workers", "1",
         "--request-timeout", "30", "--generation-database", "none",
     ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    tail = (result.stdout + result.stderr)[-4000:]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(here / "schemathesis_hooks.py")}
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    tail = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, tail
-    assert "passed" in tail and "failed" not in tail.split("SUMMARY")[-1].lower(), tail
+    summary = tail.split("SUMMARY")[-1]
+    assert "passed" in summary and "failed" not in summary.lower() and "error" not in summary.lower(), tail

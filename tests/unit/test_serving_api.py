@@ -213,3 +213,113 @@ def test_no_service_yet_is_503(tmp_path: Path) -> None:
     with TestClient(create_app(ServiceHolder(tmp_path))) as c:
         assert c.get("/ready").status_code == 503
         assert_error(c.post("/v1/candidates", json={}), 503, "no model bundle")
+
+
+# ---------------------------------------------------------------- the spec and the server agree (schemathesis --checks all)
+
+
+def request_schema_accepts(client: TestClient, component: str, payload: object) -> bool:
+    """Whether the OpenAPI spec's request schema ``component`` allows ``payload``."""
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    validator = jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{component}", "components": spec["components"]})
+    return validator.is_valid(payload)
+
+
+@pytest.mark.parametrize("path", ["/v1/candidates", "/v1/recommendations"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])  # the fast path, the route
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"details": 0}, "details"),  # was accepted as false (pydantic's lax mode)
+        ({"details": 1}, "details"),
+        ({"exclude_seen": "true"}, "exclude_seen"),
+        ({"k": "3"}, "k"),
+        ({"k": True}, "k"),
+        ({"k": 2.5}, "k"),
+        ({"text_weight": "0.5"}, "text_weight"),
+        ({"image_weight": False}, "image_weight"),
+    ],
+)
+def test_json_values_of_another_type_are_rejected(client: TestClient, path: str, content_type: str, payload: dict, field: str) -> None:
+    import json
+
+    component = "CandidatesRequest" if path == "/v1/candidates" else "RecommendationsRequest"
+    assert not request_schema_accepts(client, component, payload)
+    body = assert_error(client.post(path, content=json.dumps(payload).encode(), headers={"content-type": content_type}), 422, field)
+    assert body["fields"][0]["field"] == field
+
+
+def test_json_whole_numbers_and_booleans_are_accepted(client: TestClient) -> None:
+    payload = {"k": 5.0, "details": False, "exclude_seen": True, "text_weight": 1}  # 5.0 is an integer in JSON Schema
+    assert request_schema_accepts(client, "CandidatesRequest", payload)
+    assert len(client.post("/v1/candidates", json=payload).json()["items"]) == 5
+    assert len(client.post("/v1/recommendations", json={"k": 3.0, "n_candidates": 20.0}).json()["items"]) == 3
+
+
+def test_filters_spec_and_server_agree(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    filters = spec["components"]["schemas"]["CandidatesRequest"]["properties"]["filters"]
+    # Every key must match the pattern (before: patternProperties left other keys unconstrained).
+    assert "patternProperties" not in filters
+    assert filters["propertyNames"] == {"pattern": "^[A-Za-z0-9_]{1,64}$"}
+    assert filters["additionalProperties"] == {"type": "array", "items": {"type": "string", "maxLength": 200}}
+    for path in ("/v1/candidates", "/v1/recommendations"):
+        assert spec["paths"][path]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+    # A key the spec forbids: the spec and the server both reject it.
+    for payload in ({"filters": {"u:ó!": [{"x": 1}]}}, {"filters": {"a b": ["x"]}}, {"filters": {"product_type": [1]}}):
+        assert not request_schema_accepts(client, "CandidatesRequest", payload)
+        body = assert_error(client.post("/v1/candidates", json=payload), 422, "filters")
+        assert body["fields"][0]["field"].startswith("filters.")
+    # A well-formed key that is not a catalogue column: allowed by the spec, a documented 422 naming it.
+    payload = {"filters": {"nope": ["x"]}}
+    assert request_schema_accepts(client, "CandidatesRequest", payload)
+    for path in ("/v1/candidates", "/v1/recommendations"):
+        body = assert_error(client.post(path, json=payload), 422, "filters.nope")
+        assert body["fields"] == [{"field": "filters.nope", "problem": body["fields"][0]["problem"]}]
+        assert "unknown" in body["message"] and "product_type" in body["message"]  # lists the columns it can filter on
+    assert client.post("/v1/candidates", json={"filters": {"product_type": ["boots"]}, "k": 3}).status_code == 200
+
+
+def test_search_image_is_a_binary_upload(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    body_schema = spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
+    image = spec["components"]["schemas"][body_schema]["properties"]["image"]
+    # Binary, not `anyOf: [binary, null]` (which clients send as a plain text field such as "null").
+    assert image["type"] == "string" and image["format"] == "binary" and image["contentMediaType"] == "application/octet-stream"
+    assert "anyOf" not in image
+    # A file part, and a part without a filename (e.g. `curl -F image=<photo.png`), are both read as the image.
+    assert len(client.post("/v1/search", files={"image": ("x.png", png(), "image/png")}, data={"k": "3"}).json()["items"]) == 3
+    assert len(client.post("/v1/search", files={"image": (None, png())}, data={"k": "3"}).json()["items"]) == 3
+    # Text that is not an image: 422 naming the field, not "Expected UploadFile".
+    body = assert_error(client.post("/v1/search", files={"image": (None, "null")}, data={"k": "3"}), 422, "image")
+    assert "not an image" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "field"),
+    [
+        ({"method": "GET", "url": "/v1/items/i000/similar?details=0"}, "details"),  # was read as false
+        ({"method": "GET", "url": "/v1/items/i000/similar?details=yes"}, "details"),
+        ({"method": "GET", "url": "/v1/items/i000/similar?k=%2B3"}, "k"),  # "+3"
+        ({"method": "GET", "url": "/v1/items/i000/similar?k=3.5"}, "k"),
+        ({"method": "GET", "url": "/v1/users/sample?n=1_0"}, "n"),
+        ({"method": "GET", "url": "/v1/users/u001?n_recent=%2B0.0"}, "n_recent"),
+        ({"method": "POST", "url": "/v1/search", "data": {"text": "red", "details": "0"}}, "details"),
+        ({"method": "POST", "url": "/v1/search", "data": {"text": "red", "text_weight": "+0.5"}}, "text_weight"),
+        ({"method": "POST", "url": "/v1/search", "data": {"text": "red", "text_weight": ""}}, "text_weight"),  # was the default
+        ({"method": "POST", "url": "/v1/search", "data": {"text": "red", "k": ""}}, "k"),
+    ],
+)
+def test_query_and_form_values_must_spell_their_type(client: TestClient, request_args: dict, field: str) -> None:
+    body = assert_error(client.request(**request_args), 422, field)
+    assert body["fields"][0]["field"] == field
+
+
+def test_query_and_form_values_in_json_spelling_are_accepted(client: TestClient, service: DevService) -> None:
+    assert len(client.get("/v1/items/i000/similar", params={"k": "3.0", "details": "false"}).json()["items"]) == 3
+    assert len(client.get("/v1/users/sample", params={"n": "2"}).json()["users"]) == 2
+    found = client.post("/v1/search", data={"text": "red", "k": "2.0", "text_weight": "1e-1", "details": "true"}).json()["items"]
+    assert len(found) == 2 and found[0]["item"]["name"]

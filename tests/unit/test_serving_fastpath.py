@@ -40,6 +40,11 @@ def _payloads(service: BundleService) -> list[tuple[str, dict]]:  # type: ignore
         ("/v1/recommendations", {"user_id": user, "k": 12, "n_candidates": 30, "details": False}),
         ("/v1/recommendations", {"user_id": user, "k": 5}),
         ("/v1/recommendations", {"recent_item_ids": ["zz1"]}),
+        ("/v1/candidates", {"k": 5, "details": 0}),  # not a boolean: 422 on both paths
+        ("/v1/candidates", {"k": "5"}),
+        ("/v1/recommendations", {"k": 3.0, "n_candidates": 20, "exclude_seen": 1}),
+        ("/v1/recommendations", {"k": 3.0, "n_candidates": 20.0}),  # whole numbers are integers
+        ("/v1/candidates", {"k": 5, "filters": {"a b": ["x"]}}),
     ]
 
 
