@@ -23,6 +23,7 @@ from features.ranking import UserState, UserStateLookup, anonymous_state, user_s
 from features.ranking_examples import (
     build_examples,
     candidate_set,
+    ease_user_vector,
     feature_builder,
     rerank,
     user_attribute_columns,
@@ -231,6 +232,8 @@ class RecommendationEngine:
         if self.candidate_stage.knows(user):
             assert user is not None
             vectors = {name: table[row] for name, index, table in self._user_factors if (row := index.get(user)) is not None}
+            if hasattr(self.generator, "ease") and (row := self.generator.ease.user_index.get(user)) is not None:
+                vectors["ease"] = ease_user_vector(self.generator, row)
             return self._states.state(user, vectors)
         rows = self.candidate_stage.rows(query.recent_item_ids) if query.recent_item_ids else np.zeros(0, dtype=np.int64)
         # Words or a photo alone give the features nothing to compare candidates with; the best
@@ -239,6 +242,9 @@ class RecommendationEngine:
         factors: dict[str, np.ndarray] = {}
         if len(profile) and hasattr(self.generator, "als"):
             factors["als"] = self.generator.als.fold_in([self.data.item_index.ids[r] for r in profile])
+        if len(profile) and hasattr(self.generator, "ease"):
+            factors["ease"] = np.zeros(self.data.n_items, dtype=np.float32)
+            factors["ease"][profile] = 1.0
         return anonymous_state(profile.tolist(), self.data.as_of, factors)
 
     def _feature_matrix(self, state: UserState, cands: list[Candidate]) -> np.ndarray:

@@ -44,6 +44,9 @@ def feature_builder(config: ProjectConfig, data: TrainingData, generator: Candid
         factors["als"] = generator.als.item_factors
     if hasattr(generator, "two_tower"):
         factors["two_tower"] = generator.two_tower.item_vectors
+    if hasattr(generator, "ease"):
+        # EASE's score x_u B is a dot product too: the item's "vector" is its column of B.
+        factors["ease"] = generator.ease.weights.T
     table = build_item_table(data, list(config.data.items.columns.categorical), vectors, factors)
     users = config.data.users
     categorical: dict[str, list[str]] = {}
@@ -75,7 +78,26 @@ def user_vectors(generator: CandidateGenerator, user_ids: list[str]) -> dict[str
         rows = model.user_index.lookup(user_ids)
         vecs = getattr(model, matrix)
         out[name] = {u: vecs[r] for u, r in zip(user_ids, rows) if r >= 0}
+    if hasattr(generator, "ease"):
+        rows = generator.ease.user_index.lookup(user_ids)
+        out["ease"] = {u: ease_user_vector(generator, int(r)) for u, r in zip(user_ids, rows) if r >= 0}
     return out
+
+
+def ease_user_vector(generator: CandidateGenerator, user_row: int) -> np.ndarray:
+    """A customer's binarised item vector ``x_u``, the user side of the ``score_ease`` feature.
+
+    Args:
+        generator: a fitted generator with an ``ease`` part.
+        user_row: the customer's row.
+
+    Returns:
+        (n_items,) float32 with ones at the customer's items.
+    """
+    seen = generator.ease.seen
+    x = np.zeros(seen.shape[1], dtype=np.float32)
+    x[seen.indices[seen.indptr[user_row] : seen.indptr[user_row + 1]]] = 1.0
+    return x
 
 
 def user_attribute_columns(config: ProjectConfig) -> list[str]:

@@ -129,7 +129,7 @@ print("most frequent confusions (true -> predicted):", ", ".join(f"{a} -> {b} ({
 # %%
 search = ContentSearch(vectors, encoder, cc.search)
 rows = [(q, search.search(text=q, k=8, require_image=True).item_ids) for q in queries]
-fig = image_grid(rows, dataset.images, dataset.items)
+fig = image_grid(rows, dataset.images, dataset.items, label_column=config.data.items.columns.name)
 plt.show()
 
 # %% [markdown]
@@ -142,7 +142,7 @@ rows = []
 for item in seeds:
     rows.append(("query", [item]))
     rows.append(("similar", search.similar_items(item, k=8, require_image=True).item_ids))
-fig = image_grid(rows, dataset.images, dataset.items)
+fig = image_grid(rows, dataset.images, dataset.items, label_column=config.data.items.columns.name)
 plt.show()
 
 # %% [markdown]

@@ -125,14 +125,16 @@ display(user_segment_table([a.evaluation, b.evaluation], buckets, f"map@{k}"))  
 
 train_items = set(setup.train.interactions["item_id"].unique().to_list())
 items = dataset.items
-has_image = dict(zip(items["item_id"].to_list(), items["has_image"].to_list()))
-group_col = "product_group_name" if "product_group_name" in items.columns else items.columns[1]
-groups = dict(zip(items["item_id"].to_list(), items[group_col].cast(pl.String).to_list()))
+photo = items["has_image"].to_list() if "has_image" in items.columns else [False] * items.height
+has_image = dict(zip(items["item_id"].to_list(), photo))
 segmentations = {
     "photo": {i: ("with photo" if h else "no photo") for i, h in has_image.items()},
     "cold": {i: ("seen in training" if i in train_items else "cold (never bought before)") for i in has_image},
-    group_col: groups,
 }
+# The catalogue's first configured category column (product group, department, genre ...), if any.
+categorical = [c for c in config.data.items.columns.categorical if c in items.columns]
+if categorical:
+    segmentations[categorical[0]] = dict(zip(items["item_id"].to_list(), items[categorical[0]].cast(pl.String).to_list()))
 for label, seg in segmentations.items():
     ra = item_segment_recall(a.recommendations, setup, seg, 100).rename({"recall@100": a.name})
     rb = item_segment_recall(b.recommendations, setup, seg, 100).select("segment", pl.col("recall@100").alias(b.name))
@@ -169,6 +171,7 @@ for user in examples:
         [("history", past), (a.name, a.recommendations.get(user, [])[:8]), (b.name, b.recommendations.get(user, [])[:8])],
         dataset.images,
         items,
+        label_column=config.data.items.columns.name,
         hits=[set(), truth, truth],
     )
     fig.suptitle(f"user {user[:12]}…  bought {len(truth)} item(s) on the test day", fontsize=10)

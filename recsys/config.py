@@ -165,6 +165,9 @@ class ItemColumns(StrictModel):
     name: str | None = None
     categorical: list[str] = []
     text: list[str] = []
+    display: dict[Literal["product_type", "product_group", "colour"], str] = Field(
+        default_factory=dict, description="catalogue columns behind the API's and page's product type / group / colour labels"
+    )
 
 
 class ItemSource(FileFormat):
@@ -281,11 +284,19 @@ class ItemKNNConfig(StrictModel):
     similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"
 
 
+class EASEConfig(StrictModel):
+    """EASE (Steck 2019): a closed-form item-item model; dense, so only for catalogues up to ``max_items``."""
+
+    l2: float = Field(default=300.0, gt=0, description="ridge penalty lambda of the item-item regression")
+    max_items: int = Field(default=30_000, ge=1, description="items above which EASE is refused (it needs an n_items^2 matrix)")
+
+
 class ModelsConfig(StrictModel):
     popularity: PopularityConfig = PopularityConfig()
     als: ALSConfig = ALSConfig()
     bpr: BPRConfig = BPRConfig()
     itemknn: ItemKNNConfig = ItemKNNConfig()
+    ease: EASEConfig = EASEConfig()
 
 
 class TwoTowerConfig(StrictModel):
@@ -353,7 +364,7 @@ class CandidatesConfig(StrictModel):
 
     size: int = Field(default=150, ge=1)
     per_source: int = Field(default=150, ge=1, description="items each source proposes before the merge")
-    sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"]] = [
+    sources: list[Literal["history", "two_tower", "als", "copurchase", "content", "same_product", "ease", "popularity"]] = [
         "history", "two_tower", "als", "copurchase", "content", "same_product", "popularity"
     ]
     product_column: str | None = Field(

@@ -12,6 +12,7 @@ from recsys.candidates.generator import CandidateGenerator
 from recsys.config import ConfigError, ProjectConfig
 from recsys.models.base import Recommender
 from recsys.models.content import ContentRecommender
+from recsys.models.ease import EASERecommender
 from recsys.models.history import HistoryRecommender
 from recsys.models.implicit_models import ALSRecommender, BPRRecommender, ItemKNNRecommender
 from recsys.models.popularity import PopularityRecommender
@@ -23,6 +24,7 @@ MODEL_FACTORIES: dict[str, Callable[[ProjectConfig], Recommender]] = {
     "als": lambda c: ALSRecommender(c.models.als),
     "bpr": lambda c: BPRRecommender(c.models.bpr),
     "itemknn": lambda c: ItemKNNRecommender(c.models.itemknn),
+    "ease": lambda c: EASERecommender(c.models.ease),
     "content": ContentRecommender.from_config,
     "two_tower": TwoTowerRecommender.from_config,
     "candidates": CandidateGenerator.from_config,
@@ -31,7 +33,7 @@ MODEL_FACTORIES: dict[str, Callable[[ProjectConfig], Recommender]] = {
 MODEL_CLASSES: dict[str, type[Recommender]] = {
     cls.name: cls
     for cls in (
-        PopularityRecommender, HistoryRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender,
+        PopularityRecommender, HistoryRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender, EASERecommender,
         ContentRecommender, TwoTowerRecommender, CandidateGenerator,
     )
 }

@@ -28,7 +28,7 @@ def image_grid(
     rows: Sequence[tuple[str, Sequence[str]]],
     images: ImageStore,
     items: pl.DataFrame | None = None,
-    label_column: str = "prod_name",
+    label_column: str | None = None,
     hits: Sequence[set[str]] | None = None,
     max_cols: int = 8,
 ) -> Figure:
@@ -38,11 +38,12 @@ def image_grid(
         rows: (label, item ids) per row, e.g. ("history", [...]), ("variant A", [...]).
         images: resolves photos by item id.
         items: catalogue for captions (``item_id`` + ``label_column``).
-        label_column: caption column.
+        label_column: caption column (the config's ``data.items.columns.name``); None: the item id.
         hits: per row, items to mark with a green frame (e.g. bought on the test day).
         max_cols: photos per row.
     """
-    names = dict(zip(items["item_id"].to_list(), items[label_column].to_list())) if items is not None and label_column in items.columns else {}
+    named = items is not None and label_column is not None and label_column in items.columns
+    names = dict(zip(items["item_id"].to_list(), items[label_column].to_list())) if named and items is not None and label_column is not None else {}
     n_rows = max(len(rows), 1)
     fig, axes = plt.subplots(n_rows, max_cols, figsize=(max_cols * 1.5, n_rows * 2.5), squeeze=False)
     for r, (label, ids) in enumerate(rows):

@@ -39,11 +39,11 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
-# Display keys, first match wins: the H&M catalogue's names, then generic ones.
+# Display labels: the columns the config maps (data.items.columns.display), else these generic names.
 _DISPLAY_KEYS = {
-    "product_type": ("product_type_name", "product_type", "type"),
-    "product_group": ("product_group_name", "product_group", "category"),
-    "colour": ("colour_group_name", "perceived_colour_master_name", "colour", "color"),
+    "product_type": ("product_type", "type"),
+    "product_group": ("product_group", "category"),
+    "colour": ("colour", "color"),
 }
 # The upload's schema: binary, so clients (and schemathesis) send it as a file part. FastAPI would
 # write `anyOf: [binary string, null]`, which generators send as a plain text field ("null", ...).
@@ -402,6 +402,8 @@ def _item_json(svc: RecommendationService, item_id: str) -> dict[str, Any]:
 
 
 def _display(info: ItemInfo, key: str) -> str | None:
+    if info.display.get(key):
+        return info.display[key]
     for name in _DISPLAY_KEYS[key]:
         value = info.attributes.get(name)
         if value is not None and value == value:  # skip NaN

@@ -61,11 +61,13 @@ class ItemInfoColumns:
         """
         cols = config.data.items.columns
         shown = dict.fromkeys(c for c in (*cols.categorical, *cols.text) if c in present and c != cols.name)
-        return cls(cols.name if cols.name in present else None, tuple(shown))
+        return cls(cols.name if cols.name in present else None, tuple(shown), tuple(c for c in cols.display.values() if c in present))
+
+    display: tuple[str, ...] = ()
 
     def all(self) -> list[str]:
         """Every column to read (the name first)."""
-        return ([self.name] if self.name else []) + list(self.attributes)
+        return list(dict.fromkeys(([self.name] if self.name else []) + list(self.attributes) + list(self.display)))
 
 
 class BundleService:
@@ -143,7 +145,8 @@ class BundleService:
         attrs["price"] = float(price) if np.isfinite(price) else None
         name_column = self.info_columns.name
         name = (self._item_rows[name_column][row] if name_column in self._item_rows else None) or item_id
-        return ItemInfo(item_id, name, attrs, bool(self._has_image[row]))
+        display = {role: self._item_rows[c][row] for role, c in self.config.data.items.columns.display.items() if c in self._item_rows}
+        return ItemInfo(item_id, name, attrs, bool(self._has_image[row]), {k: v for k, v in display.items() if v})
 
     def image_path(self, item_id: str) -> Path | None:
         if self.data.item_index.get(item_id) is None:

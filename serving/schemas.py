@@ -146,7 +146,9 @@ class CandidatesRequest(Strict):
     text_weight: Weight = Field(0.5, description="weight of the text preference when both text and image are given")
     image_weight: Weight = Field(0.5, description="weight of the image preference")
     k: JsonInt = Field(12, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
-    exclude_seen: bool = Field(False, description="drop items the customer already bought")
+    exclude_seen: bool | None = Field(
+        None, description="drop items the customer already had; null/absent: the model's repeat policy (the config's `repeats`)"
+    )
     filters: dict[FilterKey, list[Annotated[str, Field(max_length=200)]]] = Field(
         default_factory=dict,
         max_length=10,

@@ -8,7 +8,7 @@ models were trained, and a new bundle can be swapped in behind a running server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,12 +24,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ItemInfo:
-    """Catalogue facts shown to people (name, type, colour, price ...)."""
+    """Catalogue facts shown to people (name, attributes, price; ``display``: the labels the config maps,
+    e.g. product_type -> its value)."""
 
     item_id: str
     name: str
     attributes: dict[str, str | float | None]
     has_image: bool
+    display: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

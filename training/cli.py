@@ -39,6 +39,8 @@ from training.retrieval import run_retrieval  # noqa: E402
 
 log = logging.getLogger("recsys")
 
+PROJECT_LOGGERS = ("recsys", "features", "training", "serving", "bench", "mlflow")
+
 
 def ensure_bundle(config: ProjectConfig) -> Path:
     """The config's bundles folder, after a full training run when it holds no bundle yet.
@@ -254,10 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, (add_arguments, _, help_text) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    # force: a library imported above (torchrec) already put a WARNING handler on the root logger.
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    # force: a library imported above (torchrec) already put a handler on the root logger. The
+    # project's own loggers report progress at INFO; libraries (fbgemm logs every table at INFO) at WARNING.
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for package in PROJECT_LOGGERS:
+        logging.getLogger(package).setLevel(level)
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as exc:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recsys.config import PROJECT_ROOT
+from recsys.config import PROJECT_ROOT, ProjectConfig, load_config
 
 log = logging.getLogger(__name__)
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -95,9 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     sources = sorted(NOTEBOOK_DIR.glob("*.py"))
     if args.only:
         sources = [s for s in sources if s.stem in args.only]
+    config = load_config(args.config)
     for source in sources:
+        reason = not_applicable(source.stem, config)
+        if reason:
+            print(f"skipped {source.stem}: {reason}")
+            continue
         run_notebook(source, args.out, params)
     return 0
+
+
+def not_applicable(notebook: str, config: ProjectConfig) -> str | None:
+    """Why a notebook does not apply to a config's data, or None when it does.
+
+    Args:
+        notebook: the notebook's name (file stem).
+        config: the project config.
+
+    Returns:
+        A reason to print, or None.
+    """
+    if notebook == "content_quality":
+        if config.data.items.image_dir is None:
+            return "it measures photo-text alignment and this catalogue has no photos"
+        if config.content.backend == "standin":
+            return "it measures photo-text alignment and the standin encoder keeps photos and text in separate blocks"
+    return None
 
 
 if __name__ == "__main__":

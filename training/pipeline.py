@@ -239,6 +239,8 @@ class Pipeline:
             lists["content"] = ContentRecommender(vectors, config.content.recommender).fit(setup.train).recommend(setup.users, k_max, exclude).as_dict()
         if hasattr(generator, "two_tower"):
             lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max, exclude).as_dict()
+        if hasattr(generator, "ease"):
+            lists["ease"] = generator.ease.recommend(setup.users, k_max, exclude).as_dict()
         lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
         # The test users are ranked by the same engine object the server answers with.
         engine = RecommendationEngine(config, setup.train, generator, vectors, LambdaRankModel.load(ranker_dir / "ranker"))
@@ -254,7 +256,7 @@ class Pipeline:
         per_user.write_parquet(out / "per_user.parquet")
         by_name = {r.name: r for r in results}
         metric = f"map@{cfg.k}"
-        single = [n for n in ("popularity", "history", "als", "content", "two_tower") if n in by_name]
+        single = [n for n in ("popularity", "history", "als", "content", "two_tower", "ease") if n in by_name]
         best = max(single, key=lambda n: by_name[n].summary[metric])
         lift = paired_bootstrap(by_name[best].per_user[metric].to_numpy(), by_name["reranked"].per_user[metric].to_numpy(), cfg.bootstrap_samples, seed=cfg.seed)
         vs_merged = paired_bootstrap(by_name["candidates"].per_user[metric].to_numpy(), by_name["reranked"].per_user[metric].to_numpy(), cfg.bootstrap_samples, seed=cfg.seed)

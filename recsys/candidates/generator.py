@@ -22,6 +22,7 @@ from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
 from recsys.data.interactions import TrainingData
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import Recommendations, Recommender, write_atomic_dir
+from recsys.models.ease import EASERecommender
 from recsys.models.history import HistoryRecommender
 from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
 from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender
@@ -91,6 +92,8 @@ class CandidateGenerator(Recommender):
             self.als = als or ALSRecommender(p.models.als if p else None).fit(data)
         if "copurchase" in wanted:
             self.knn = ItemKNNRecommender(p.models.itemknn if p else None).fit(data)
+        if "ease" in wanted:
+            self.ease = EASERecommender(p.models.ease if p else None).fit(data)
         if "two_tower" in wanted:
             if two_tower is None:
                 if p is None:
@@ -140,6 +143,8 @@ class CandidateGenerator(Recommender):
                 out[source] = src.history_lists(self.history, users, k)
             elif source == "als":
                 out[source] = src.model_lists(self.als, users, k)
+            elif source == "ease":
+                out[source] = src.model_lists(self.ease, users, k)
             elif source == "copurchase":
                 out[source] = src.copurchase_lists(self.knn, self.history, users, k, self.config.recent_items)
             elif source == "two_tower":
@@ -188,6 +193,8 @@ class CandidateGenerator(Recommender):
             if "two_tower" in wanted and hasattr(self, "two_tower"):
                 vectors = np.stack([self.tower_index.vector(int(r)) for r in item_rows])
                 lists["two_tower"] = src.visitor_vector_list(self.tower_index, vectors, k)
+            if "ease" in wanted and hasattr(self, "ease"):
+                lists["ease"] = src.visitor_ease_list(self.ease.weights, item_rows, ids, k)
             if "als" in wanted and hasattr(self, "als"):
                 vector = self.als.fold_in(ids[item_rows].tolist())
                 lists["als"] = src.visitor_factor_list(self.als.item_factors, vector, ids, k)
@@ -223,7 +230,7 @@ class CandidateGenerator(Recommender):
         if hasattr(self, "product_codes"):
             arrays["product_codes"] = np.asarray(["" if c is None else str(c) for c in self.product_codes])
         out = write_atomic_dir(directory, meta, arrays)
-        for part in ("history", "als", "knn", "two_tower"):
+        for part in ("history", "als", "knn", "ease", "two_tower"):
             if hasattr(self, part):
                 getattr(self, part).save(out / part)
         # The built graphs travel with the models: rebuilding an HNSW graph over 105k items costs
@@ -246,7 +253,7 @@ class CandidateGenerator(Recommender):
         model = cls(CandidatesConfig(**params["config"]), IndexConfig(**params["index"]), exclude_seen=bool(params.get("exclude_seen", False)))
         model.weights = dict(params["weights"])
         model.history = HistoryRecommender.load(directory / "history")
-        for part, kind in (("als", ALSRecommender), ("knn", ItemKNNRecommender), ("two_tower", TwoTowerRecommender)):
+        for part, kind in (("als", ALSRecommender), ("knn", ItemKNNRecommender), ("ease", EASERecommender), ("two_tower", TwoTowerRecommender)):
             if (directory / part).is_dir():
                 setattr(model, part, kind.load(directory / part))
         if hasattr(model, "two_tower"):

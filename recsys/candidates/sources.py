@@ -6,6 +6,7 @@ als          implicit ALS top items
 copurchase   item-kNN (co-purchase) neighbours of the user's most recent items
 content      items whose content vector is closest to the centroid of the recent items
 same_product other variants (colours, sizes) of products the user bought, most popular first
+ease         EASE's closed-form item-item scores of the user's items (catalogues up to ~30k items)
 popularity   the most bought items of the last days (the same list for everybody)
 """
 
@@ -184,3 +185,10 @@ def visitor_factor_list(item_factors: np.ndarray, user_vector: np.ndarray, item_
     if not np.any(user_vector):
         return []
     return [str(item_ids[r]) for r in top_k_indices(item_factors @ user_vector, k)]
+
+
+def visitor_ease_list(weights: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray, k: int) -> list[str]:
+    """EASE scores of the visit's items (the rows of the item-item weights summed), the visit's own items left out."""
+    scores = weights[np.unique(item_rows)].sum(axis=0).astype(np.float64)
+    scores[item_rows] = -np.inf
+    return [str(item_ids[r]) for r in top_k_indices(scores, k) if np.isfinite(scores[r])]
