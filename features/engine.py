@@ -192,6 +192,13 @@ class RecommendationEngine:
     def similar(self, item_id: str, k: int) -> list[ScoredItem]:
         """Items closest to ``item_id`` by fused content vector.
 
+        Args:
+            item_id: the item to match.
+            k: results wanted.
+
+        Returns:
+            Up to ``k`` items, closest first, each with its 0-based ``similar`` rank.
+
         Raises:
             UnknownItemsError: the item has no content vector.
         """
@@ -203,8 +210,19 @@ class RecommendationEngine:
     def search(self, text: str | None, image: Image.Image | None, text_weight: float, image_weight: float, k: int) -> list[ScoredItem]:
         """Multimodal search: words, a photo, or both (their weights set the second stage's mix).
 
+        Args:
+            text: query words, or None.
+            image: query photo, or None.
+            text_weight: weight of the words (used only when both are given).
+            image_weight: weight of the photo (used only when both are given).
+            k: results wanted.
+
+        Returns:
+            Up to ``k`` items, best first, each with its 0-based ``search`` rank.
+
         Raises:
             InvalidQueryError: this catalogue has no content encoder.
+            ValueError: neither ``text`` nor ``image`` is given.
         """
         if self.search_engine is None or self.search_engine.encoder is None:
             raise InvalidQueryError("text" if text is not None else "image", "this model bundle has no content encoder, so text/image queries are unavailable")

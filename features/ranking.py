@@ -119,6 +119,7 @@ class RankingFeatures:
 
     @property
     def feature_names(self) -> list[str]:
+        """Column names of the feature matrix, in column order."""
         names = []
         for kind in CONTENT_KINDS:
             names += [f"sim_{kind}_centroid", f"sim_{kind}_last", f"sim_{kind}_max_recent"]
@@ -368,7 +369,15 @@ class UserStateLookup:
             self._attrs = {r["user_id"]: {c: r[c] for c in cols} for r in data.users.select("user_id", *cols).iter_rows(named=True)}
 
     def state(self, user_id: str, vectors: dict[str, np.ndarray] | None = None) -> UserState:
-        """The user's state (empty history for an unknown user); ``vectors``: model -> this user's vector."""
+        """The user's state (empty history for an unknown user).
+
+        Args:
+            user_id: the customer.
+            vectors: model name -> this user's vector.
+
+        Returns:
+            A state holding copies of the user's rows.
+        """
         start, end = self._slices.get(user_id, (0, 0))
         return UserState(
             user_id,
@@ -381,6 +390,15 @@ class UserStateLookup:
 
 
 def anonymous_state(item_rows: list[int], as_of: dt.datetime | None = None, vectors: dict[str, np.ndarray] | None = None) -> UserState:
-    """A visitor known only by items they looked at just now (most recent last, all 'today')."""
+    """A visitor known only by items they looked at just now (most recent last, all 'today').
+
+    Args:
+        item_rows: the visit's item rows, most recent last.
+        as_of: not used (every item is 0 days old); kept for the callers' signature.
+        vectors: model name -> the visitor's vector (e.g. an ALS fold-in).
+
+    Returns:
+        A state with an empty user id, prices unknown and no attributes.
+    """
     rows = np.asarray(item_rows, dtype=np.int64)
     return UserState("", rows, np.zeros(len(rows)), np.full(len(rows), MISSING), {}, vectors or {})

@@ -114,7 +114,19 @@ def user_attribute_columns(config: ProjectConfig) -> list[str]:
 
 
 def candidate_set(candidates: Sequence[Candidate], item_index: IdIndex, sources: list[str]) -> CandidateSet:
-    """One user's merged candidates as the arrays the feature code reads (ranks 0-based, -1 = absent)."""
+    """One user's merged candidates as the arrays the feature code reads (ranks 0-based, -1 = absent).
+
+    Args:
+        candidates: the user's merged candidates.
+        item_index: the item universe.
+        sources: source names whose ranks are kept, in the feature builder's order.
+
+    Returns:
+        Item rows, per-source ranks and the merged scores.
+
+    Raises:
+        ValueError: a candidate is not in ``item_index``.
+    """
     rows = item_index.lookup([c.item_id for c in candidates])
     if (rows < 0).any():
         unknown = [c.item_id for c, r in zip(candidates, rows) if r < 0][:5]
@@ -142,7 +154,14 @@ class RankingExamples:
 
 
 def concat_examples(parts: Sequence[RankingExamples]) -> RankingExamples:
-    """Stack several label folds' examples (groups stay contiguous, in order)."""
+    """Stack several label folds' examples (groups stay contiguous, in order).
+
+    Args:
+        parts: the folds' examples, in order (at least one).
+
+    Returns:
+        One set of examples (``parts[0]`` itself when there is only one).
+    """
     if len(parts) == 1:
         return parts[0]
     return RankingExamples(
@@ -195,7 +214,17 @@ def build_examples(
 
 
 def rerank(model: LambdaRankModel, examples: RankingExamples, item_ids: np.ndarray, k: int) -> dict[str, list[str]]:
-    """Top-k items per user by ranker score (ties keep the merged order)."""
+    """Top-k items per user by ranker score (ties keep the merged order).
+
+    Args:
+        model: the fitted ranker.
+        examples: feature rows of each user's candidates.
+        item_ids: item id per item row.
+        k: list length.
+
+    Returns:
+        user id -> up to ``k`` item ids.
+    """
     scores = model.predict(examples.features) if len(examples.labels) else np.zeros(0)
     out: dict[str, list[str]] = {}
     start = 0

@@ -24,6 +24,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temp name keeps ``path``'s suffix, so writers that add an extension (``np.savez``) or pick a
     format from it (matplotlib, polars) behave as for the final name.
+
+    Args:
+        path: the final file; its parent folder is created if missing.
+
+    Yields:
+        The temp path to write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +44,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically.
+
+    Args:
+        path: the file.
+        text: its new content.
 
     Returns:
         ``path`` as a Path.

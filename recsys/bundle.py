@@ -48,6 +48,7 @@ class Bundle:
 
     @property
     def version(self) -> str:
+        """The bundle's version name, from its manifest."""
         return str(self.manifest["version"])
 
     def file(self, relative: str) -> Path:
@@ -58,6 +59,15 @@ class Bundle:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks.
+
+    Args:
+        path: the file.
+        chunk: bytes read at a time.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(chunk):
@@ -66,6 +76,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of Python and the key packages (those not installed are left out)."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -134,9 +145,15 @@ def write_bundle(
 
 
 def remove_unfinished(root: Path) -> list[Path]:
-    """Delete temp directories left by a killed bundle build; returns what was removed.
+    """Delete temp directories left by a killed bundle build.
 
     Call only where no other build can be running at the same time (the start of a training run).
+
+    Args:
+        root: the bundles folder.
+
+    Returns:
+        The ``.building-*`` directories removed.
     """
     removed = []
     for tmp in root.glob(".building-*"):
@@ -148,11 +165,15 @@ def remove_unfinished(root: Path) -> list[Path]:
 def verify_bundle(path: Path) -> dict[str, Any]:
     """Check that every file the manifest lists exists with its size and checksum.
 
+    Args:
+        path: the bundle directory.
+
     Returns:
         The manifest.
 
     Raises:
-        BundleError: naming the first missing or altered file.
+        BundleError: no or invalid manifest, an unsupported format, or naming the first missing or
+            altered file.
     """
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -173,12 +194,28 @@ def verify_bundle(path: Path) -> dict[str, Any]:
 
 
 def set_latest(root: Path, version: str) -> None:
-    """Point ``latest`` at a bundle (atomic rename of a small text file)."""
+    """Point ``latest`` at a bundle (atomic rename of a small text file).
+
+    Args:
+        root: the bundles folder.
+        version: the bundle directory name to point at.
+    """
     write_text(root / POINTER, version + "\n")
 
 
 def resolve_bundle(root_or_path: Path, version: str | None = None) -> Path:
-    """The bundle directory for a bundles root (+ optional version, else ``latest``) or a bundle path."""
+    """The bundle directory for a bundles root (+ optional version, else ``latest``) or a bundle path.
+
+    Args:
+        root_or_path: a bundle directory (has a manifest) or a bundles folder.
+        version: bundle to pick in a bundles folder; default the one ``latest`` names.
+
+    Returns:
+        The bundle directory (not verified).
+
+    Raises:
+        BundleError: no ``latest`` pointer when needed, or the version's directory does not exist.
+    """
     if (root_or_path / MANIFEST).is_file():
         return root_or_path
     if version is None:
@@ -195,7 +232,18 @@ def resolve_bundle(root_or_path: Path, version: str | None = None) -> Path:
 
 
 def load_bundle(root_or_path: Path, version: str | None = None) -> Bundle:
-    """Resolve and verify a bundle (checksums included)."""
+    """Resolve and verify a bundle (checksums included).
+
+    Args:
+        root_or_path: a bundle directory or a bundles folder (see :func:`resolve_bundle`).
+        version: bundle to pick in a bundles folder; default ``latest``.
+
+    Returns:
+        The verified bundle.
+
+    Raises:
+        BundleError: the bundle cannot be found or fails verification.
+    """
     path = resolve_bundle(root_or_path, version)
     return Bundle(path, verify_bundle(path))
 

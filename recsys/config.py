@@ -257,10 +257,14 @@ class EvaluationConfig(StrictModel):
 
 
 class PopularityConfig(StrictModel):
+    """The popularity baseline; its window also drives the history model's popularity fill."""
+
     window_days: int = Field(default=2, ge=1)
 
 
 class ALSConfig(StrictModel):
+    """implicit's ALS, with the confidence weighting (and its BM25 parameters) of the training matrix."""
+
     factors: int = Field(default=128, ge=1)
     iterations: int = Field(default=15, ge=1)
     regularization: float = Field(default=0.05, ge=0)
@@ -272,6 +276,8 @@ class ALSConfig(StrictModel):
 
 
 class BPRConfig(StrictModel):
+    """implicit's Bayesian personalised ranking."""
+
     factors: int = Field(default=128, ge=1)
     iterations: int = Field(default=100, ge=1)
     learning_rate: float = 0.01
@@ -280,6 +286,8 @@ class BPRConfig(StrictModel):
 
 
 class ItemKNNConfig(StrictModel):
+    """implicit's item-item nearest neighbours (also the co-purchase candidate source)."""
+
     neighbours: int = Field(default=100, ge=1)
     similarity: Literal["cosine", "bm25", "tfidf"] = "cosine"
 
@@ -292,6 +300,8 @@ class EASEConfig(StrictModel):
 
 
 class ModelsConfig(StrictModel):
+    """Settings of each classic model, by registry name."""
+
     popularity: PopularityConfig = PopularityConfig()
     als: ALSConfig = ALSConfig()
     bpr: BPRConfig = BPRConfig()
@@ -352,7 +362,15 @@ class IndexConfig(StrictModel):
         return int(getattr(self, _BREADTH_FIELD.get(kind, "ef_search")))
 
     def with_breadth(self, kind: str, value: int) -> "IndexConfig":
-        """A copy whose search breadth for ``kind`` is ``value``."""
+        """A copy whose search breadth for ``kind`` is ``value``.
+
+        Args:
+            kind: ``"ivf"`` sets ``nprobe``; any other kind sets ``ef_search``.
+            value: the new breadth.
+
+        Returns:
+            A new config; this one is unchanged.
+        """
         return self.model_copy(update={_BREADTH_FIELD.get(kind, "ef_search"): value})
 
 
@@ -476,12 +494,23 @@ class ProjectConfig(StrictModel):
 
     @property
     def work_path(self) -> Path:
+        """``work_dir`` with environment variables expanded, relative to the project root."""
         p = Path(expand_env(self.work_dir))
         return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 def expand_env(text: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (an empty variable counts as unset).
+
+    Args:
+        text: the string to expand.
+
+    Returns:
+        ``text`` with every reference replaced.
+
+    Raises:
+        ConfigError: a variable is unset and has no default.
+    """
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -539,7 +568,15 @@ def _read_raw(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``update`` merged in recursively (``update`` wins)."""
+    """Return ``base`` with ``update`` merged in recursively (``update`` wins).
+
+    Args:
+        base: the mapping merged into (not modified).
+        update: values that override ``base``; nested dicts are merged key by key.
+
+    Returns:
+        A new merged dict.
+    """
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):

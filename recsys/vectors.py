@@ -49,16 +49,26 @@ class ItemVectors:
 
     @property
     def dim(self) -> int:
+        """Width of the fused vectors."""
         return int(self.fused.shape[1])
 
     @property
     def index(self) -> IdIndex:
+        """Id -> row lookup over ``item_ids`` (built on first use)."""
         if self._index is None:
             self._index = IdIndex(self.item_ids)
         return self._index
 
     def aligned(self, item_ids: list[str] | np.ndarray, kind: str = "fused") -> np.ndarray:
-        """Vectors for ``item_ids`` in that order; unknown items get zero rows."""
+        """Vectors for ``item_ids`` in that order; unknown items get zero rows.
+
+        Args:
+            item_ids: external item ids.
+            kind: which matrix: ``"fused"``, ``"text"`` or ``"image"``.
+
+        Returns:
+            (len(item_ids), d) float32.
+        """
         rows = self.index.lookup(list(item_ids))
         source = getattr(self, kind)
         out = np.zeros((len(rows), source.shape[1]), dtype=np.float32)
@@ -80,18 +90,42 @@ class ItemVectors:
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemVectors":
+        """Read a vector file written by :meth:`save`.
+
+        Raises:
+            ValueError: a matrix does not have one row per item id.
+        """
         with np.load(Path(path), allow_pickle=False) as z:
             return cls(z["item_ids"], z["image"], z["text"], z["fused"], z["has_image"], str(z["encoder"][0]))
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length; zero rows stay zero."""
+    """Rows scaled to unit length; zero rows stay zero.
+
+    Args:
+        x: (n, d) rows.
+        eps: smallest norm divided by (guards zero rows).
+
+    Returns:
+        (n, d) float32.
+    """
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32)
 
 
 def fuse(image: np.ndarray, text: np.ndarray, has_image: np.ndarray, image_weight: float, text_weight: float) -> np.ndarray:
-    """Weighted sum of normalised image and text vectors, renormalised; items without image use text alone."""
+    """Weighted sum of normalised image and text vectors, renormalised; items without image use text alone.
+
+    Args:
+        image: (n, d) L2-normalised image vectors.
+        text: (n, d) L2-normalised text vectors.
+        has_image: (n,) bool; False rows take the text vector alone.
+        image_weight: weight of the image vector.
+        text_weight: weight of the text vector.
+
+    Returns:
+        (n, d) float32, L2-normalised rows.
+    """
     mixed = image_weight * image + text_weight * text
     mixed[~has_image] = text[~has_image]
     return l2_normalise(mixed)

@@ -133,11 +133,13 @@ class AlignedEncoder(ContentEncoder):
             return self.heads.text(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        """Cached backbone image features projected by the image head."""
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         return self.project_images(self.backbones.images(images, progress, batch_size))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """Cached backbone text features projected by the text head."""
         if not len(texts):
             return np.zeros((0, self.dim), np.float32)
         return self.project_texts(self.backbones.texts(texts, progress, batch_size))

@@ -58,7 +58,14 @@ def file_digest(path: str | Path, limit: int | None = None) -> str:
 
 
 def fold_batchnorm(model: M) -> M:
-    """Fold every eval-mode BatchNorm of an EfficientNet-Lite into the conv before it (in place)."""
+    """Fold every eval-mode BatchNorm of an EfficientNet-Lite into the conv before it (in place).
+
+    Args:
+        model: an EfficientNet-Lite in eval mode (stem, head and every block's BatchNorms are folded).
+
+    Returns:
+        ``model``, its BatchNorms replaced by ``nn.Identity``.
+    """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     def fold(owner: nn.Module, conv_name: str, bn_name: str) -> None:

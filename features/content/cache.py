@@ -27,14 +27,28 @@ T = TypeVar("T")
 
 
 def content_hash(data: bytes | str) -> str:
-    """A stable key for some content (sha1 is plenty: this is a cache key, not a signature)."""
+    """A stable key for some content (sha1 is plenty: this is a cache key, not a signature).
+
+    Args:
+        data: bytes, or a string (hashed as UTF-8).
+
+    Returns:
+        40 hex characters.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8")
     return hashlib.sha1(data).hexdigest()
 
 
 def identity_slug(identity: str) -> str:
-    """A short folder name for an encoder identity string."""
+    """A short folder name for an encoder identity string.
+
+    Args:
+        identity: the encoder identity.
+
+    Returns:
+        The first 20 hex characters of its SHA-256.
+    """
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 

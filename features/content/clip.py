@@ -76,11 +76,13 @@ class ClipEncoder(ContentEncoder):
         return normalised(out.float().numpy())
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        """CLIP image embeddings, L2-normalised and cached."""
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         return self._images(images, batch_size, "clip images", progress)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """CLIP text embeddings (truncated to ``max_length`` tokens), L2-normalised and cached."""
         if not len(texts):
             return np.zeros((0, self.dim), np.float32)
         return self._texts(texts, batch_size, "clip texts", progress)

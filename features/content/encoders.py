@@ -101,16 +101,38 @@ class CachedFeatures:
 
 
 def text_key(text: str) -> str:
-    """Content hash of a text."""
+    """Content hash of a text.
+
+    Args:
+        text: the text.
+
+    Returns:
+        Its :func:`content_hash`.
+    """
     return content_hash(text)
 
 
 def resolve(work_path: Path, path: str) -> Path:
-    """A configured path: absolute stays, relative is below the work dir."""
+    """A configured path: absolute stays, relative is below the work dir.
+
+    Args:
+        work_path: the project's work dir.
+        path: the configured path.
+
+    Returns:
+        The resolved path.
+    """
     p = Path(path)
     return p if p.is_absolute() else work_path / p
 
 
 def normalised(x: np.ndarray) -> np.ndarray:
-    """Unit rows, float32."""
+    """Unit rows, float32.
+
+    Args:
+        x: (n, d) array.
+
+    Returns:
+        (n, d) float32 with L2-normalised rows (zero rows stay zero).
+    """
     return l2_normalise(np.asarray(x, dtype=np.float32))

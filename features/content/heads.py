@@ -114,6 +114,12 @@ def save_heads(heads: AlignmentHeads, heads_dir: str | Path, manifest: dict[str,
 def load_heads(version_dir: str | Path) -> tuple[AlignmentHeads, dict[str, Any]]:
     """Load a heads version (eval mode) and its manifest.
 
+    Args:
+        version_dir: the heads version folder (``manifest.json`` + ``heads.safetensors``).
+
+    Returns:
+        (the heads, the manifest dict).
+
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
         ValueError: unknown format version.
@@ -136,6 +142,12 @@ def load_heads(version_dir: str | Path) -> tuple[AlignmentHeads, dict[str, Any]]
 
 def latest_heads(heads_dir: str | Path) -> Path:
     """The folder ``LATEST`` points to.
+
+    Args:
+        heads_dir: the folder holding the heads versions and ``LATEST``.
+
+    Returns:
+        The version folder (not checked to exist).
 
     Raises:
         FileNotFoundError: nothing trained yet.

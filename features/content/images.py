@@ -14,7 +14,17 @@ ImageInput = Union[str, Path, Image.Image]
 
 
 def image_key(image: ImageInput) -> str:
-    """Content hash of an image: the file's bytes, or the decoded pixels of a PIL image."""
+    """Content hash of an image: the file's bytes, or the decoded pixels of a PIL image.
+
+    Args:
+        image: a path or a PIL image.
+
+    Returns:
+        Its :func:`content_hash`.
+
+    Raises:
+        FileNotFoundError: the file cannot be read.
+    """
     if isinstance(image, Image.Image):
         header = f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode()
         return content_hash(header + image.tobytes())
@@ -26,7 +36,17 @@ def image_key(image: ImageInput) -> str:
 
 
 def open_rgb(image: ImageInput) -> Image.Image:
-    """Decode to RGB; a clear error names the file that fails."""
+    """Decode to RGB; a clear error names the file that fails.
+
+    Args:
+        image: a path or a PIL image.
+
+    Returns:
+        An RGB PIL image.
+
+    Raises:
+        ValueError: the file cannot be opened or decoded.
+    """
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:

@@ -17,7 +17,14 @@ _EMPTY_PUNCT = re.compile(r"([.,;:])(?:\s*[.,;:])+")
 
 
 def template_fields(template: str) -> list[str]:
-    """The ``{column}`` names a template uses."""
+    """The ``{column}`` names a template uses.
+
+    Args:
+        template: a ``str.format`` template.
+
+    Returns:
+        Field names in order of appearance (repeats kept).
+    """
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
@@ -38,7 +45,14 @@ def check_template(template: str, columns: list[str], where: str = "content.text
 
 
 def clean(text: str) -> str:
-    """Collapse whitespace and punctuation left behind by empty fields."""
+    """Collapse whitespace and punctuation left behind by empty fields.
+
+    Args:
+        text: a rendered template.
+
+    Returns:
+        The text without repeated spaces or punctuation runs, and trimmed of spaces and ``.,;:``.
+    """
     text = _SPACES.sub(" ", text).strip()
     text = re.sub(r"\s+([.,;:])", r"\1", text)
     text = _EMPTY_PUNCT.sub(r"\1", text)  # "name. , Black" (empty type) -> "name. Black"
@@ -65,7 +79,14 @@ def render_texts(items: pl.DataFrame, template: str) -> list[str]:
 
 
 def join_parts(parts: Sequence[str]) -> str:
-    """One display text from an item's text parts (empty parts skipped)."""
+    """One display text from an item's text parts (empty parts skipped).
+
+    Args:
+        parts: the item's text parts.
+
+    Returns:
+        The non-empty parts joined with ``". "``.
+    """
     return ". ".join(p for p in parts if p)
 
 

@@ -127,6 +127,13 @@ class CandidateGenerator(Recommender):
 
         Under the repeat policy ``exclude_seen`` the history source is off and every other list
         leaves out the user's items (each source is asked for more to make up for them).
+
+        Args:
+            user_ids: external user ids.
+            k: list length per source (default ``per_source``).
+
+        Returns:
+            source -> user id -> ranked item ids.
         """
         want = k or self.config.per_source
         users = list(user_ids)
@@ -202,11 +209,24 @@ class CandidateGenerator(Recommender):
         return lists
 
     def generate(self, user_ids: Sequence[str], size: int | None = None) -> dict[str, list[Candidate]]:
-        """Merged candidates per user with each source's rank."""
+        """Merged candidates per user with each source's rank.
+
+        Args:
+            user_ids: external user ids.
+            size: candidates kept per user (default the configured ``size``).
+
+        Returns:
+            user id -> candidates, best fused score first.
+        """
         lists = self.source_lists(user_ids)
         return merge(lists, list(user_ids), size or self.config.size, self.weights, self.config.rrf_k)
 
     def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False) -> Recommendations:
+        """The top ``k`` of each user's merged candidates (see :meth:`Recommender.recommend`).
+
+        Raises:
+            ValueError: ``k`` is not positive.
+        """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         merged = self.generate(user_ids, max(k, self.config.size))
@@ -222,6 +242,11 @@ class CandidateGenerator(Recommender):
 
     # Composite storage: every part in its own subdirectory, this object's settings in model.json.
     def save(self, directory: str | Path) -> Path:
+        """Write settings, content arrays, every fitted part and the built indexes under ``directory``.
+
+        Returns:
+            The directory written.
+        """
         directory = Path(directory)
         meta = {"format_version": 1, "class": self.name, "params": self._params()}
         arrays: dict[str, np.ndarray] = {}
@@ -245,6 +270,11 @@ class CandidateGenerator(Recommender):
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
+        """Load a generator saved by :meth:`save` (indexes are rebuilt if missing or stale).
+
+        Raises:
+            ValueError: the directory holds another model class.
+        """
         directory = Path(directory)
         meta = json.loads((directory / "model.json").read_text())
         if meta.get("class") != cls.name:

@@ -34,6 +34,7 @@ class Candidate:
 
     @property
     def sources(self) -> list[str]:
+        """The sources that proposed the item, best rank first."""
         return sorted(self.ranks, key=lambda s: self.ranks[s])
 
 
@@ -74,7 +75,18 @@ def merge_user(lists: Mapping[str, Sequence[str]], size: int, weights: Mapping[s
 def merge(
     per_source: Mapping[str, SourceLists], users: Sequence[str], size: int, weights: Mapping[str, float], rrf_k: float
 ) -> dict[str, list[Candidate]]:
-    """:func:`merge_user` for every user (a user missing from a source simply has no list there)."""
+    """:func:`merge_user` for every user (a user missing from a source simply has no list there).
+
+    Args:
+        per_source: source name -> user id -> ranked item ids.
+        users: the users to merge for.
+        size: candidates kept per user.
+        weights: per-source weight (missing = 1).
+        rrf_k: fusion constant.
+
+    Returns:
+        user id -> up to ``size`` candidates, best first.
+    """
     return {u: merge_user({s: lists.get(u, []) for s, lists in per_source.items()}, size, weights, rrf_k) for u in users}
 
 
@@ -90,6 +102,15 @@ def tune_weights(
     """Coordinate ascent on per-source weights for mean Recall@k of the merged list.
 
     Use it on a validation window only (lists from models fitted before it), never on test.
+
+    Args:
+        per_source: source name -> user id -> ranked item ids.
+        truth: user id -> the items the user bought in the validation window.
+        size: candidates kept per user in the merge.
+        rrf_k: fusion constant.
+        k: the Recall cut-off.
+        grid: weight values tried for each source.
+        rounds: passes over the sources (stops early when a pass improves nothing).
 
     Returns:
         (weights, the validation Recall@k they reach).

@@ -72,7 +72,15 @@ class QueryCandidates:
         return self.default_exclude_seen if query.exclude_seen is None else query.exclude_seen
 
     def size_for(self, query: Query, wanted: int) -> int:
-        """How many candidates to merge so that ``wanted`` remain after the query's filters."""
+        """How many candidates to merge so that ``wanted`` remain after the query's filters.
+
+        Args:
+            query: the query (its filters and repeat policy).
+            wanted: candidates needed after filtering.
+
+        Returns:
+            ``max(wanted, size)``, times ``FILTER_HEADROOM`` when the query filters or excludes seen items.
+        """
         size = max(wanted, self.generator.config.size)
         return size * FILTER_HEADROOM if query.filters or self.excludes_seen(query) else size
 
@@ -116,7 +124,15 @@ class QueryCandidates:
         return seen
 
     def filtered(self, candidates: list[Candidate], query: Query) -> list[Candidate]:
-        """Candidates that pass the query's filters and repeat policy (``exclude_seen``), in order."""
+        """Candidates that pass the query's filters and repeat policy (``exclude_seen``), in order.
+
+        Args:
+            candidates: merged candidates, best first.
+            query: the query (its filters, repeat policy, customer and visit items).
+
+        Returns:
+            The kept candidates, order unchanged.
+        """
         exclude = self.excludes_seen(query)
         if not query.filters and not exclude:
             return candidates
@@ -131,7 +147,15 @@ class QueryCandidates:
         return out
 
     def passes(self, item_id: str, filters: Mapping[str, Sequence[str]]) -> bool:
-        """Whether an item's catalogue values are among the allowed ones for every filtered column."""
+        """Whether an item's catalogue values are among the allowed ones for every filtered column.
+
+        Args:
+            item_id: the item (an unknown item never passes).
+            filters: column -> allowed values.
+
+        Returns:
+            True if every column's value is allowed.
+        """
         row = self.item_index.get(item_id)
         if row is None:
             return False
@@ -153,5 +177,12 @@ class QueryCandidates:
 
 
 def scored(candidate: Candidate) -> ScoredItem:
-    """A merged candidate as a served item (source ranks 0-based, as the API reports them)."""
+    """A merged candidate as a served item (source ranks 0-based, as the API reports them).
+
+    Args:
+        candidate: a merged candidate (1-based source ranks).
+
+    Returns:
+        The served item.
+    """
     return ScoredItem(candidate.item_id, float(candidate.score), {s: r - 1 for s, r in candidate.ranks.items()})

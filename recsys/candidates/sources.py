@@ -29,7 +29,13 @@ SourceLists = dict[str, list[str]]
 def recent_items(history: HistoryRecommender, user_rows: np.ndarray, n: int) -> sp.csr_matrix:
     """(len(user_rows), n_items) weights of each user's ``n`` latest items (1, 1/2, 1/3 ... by recency).
 
-    Unknown users (row -1) get empty rows.
+    Args:
+        history: the fitted history model.
+        user_rows: user rows of ``history``; unknown users (row -1) get empty rows.
+        n: how many latest items per user.
+
+    Returns:
+        A sparse float32 matrix, one row per entry of ``user_rows``.
     """
     data, indices, indptr = [], [], [0]
     for r in user_rows:
@@ -49,7 +55,16 @@ def recent_items(history: HistoryRecommender, user_rows: np.ndarray, n: int) -> 
 
 
 def history_lists(history: HistoryRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
-    """The user's purchased items, latest first (no popularity fill)."""
+    """The user's purchased items, latest first (no popularity fill).
+
+    Args:
+        history: the fitted history model.
+        user_ids: users; unknown ones get an empty list.
+        k: list length.
+
+    Returns:
+        user id -> up to ``k`` item ids.
+    """
     rows = history.user_index.lookup(list(user_ids))
     out: SourceLists = {}
     for user, r in zip(user_ids, rows):
@@ -64,12 +79,31 @@ def history_lists(history: HistoryRecommender, user_ids: Sequence[str], k: int) 
 
 
 def model_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
-    """Top-k of any scoring recommender (ALS, BPR ...), seen items kept."""
+    """Top-k of any scoring recommender (ALS, BPR ...), seen items kept.
+
+    Args:
+        model: a fitted scoring recommender.
+        user_ids: users.
+        k: list length.
+
+    Returns:
+        user id -> ``k`` item ids.
+    """
     return model.recommend(list(user_ids), k, exclude_seen=False).as_dict()
 
 
 def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndarray, k: int) -> SourceLists:
-    """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors)."""
+    """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors).
+
+    Args:
+        index: the item index.
+        user_ids: users, one per row of ``user_vectors``.
+        user_vectors: (len(user_ids), d) query vectors.
+        k: list length.
+
+    Returns:
+        user id -> nearest item ids.
+    """
     return dict(zip(user_ids, index.search_ids(user_vectors, k)))
 
 
@@ -77,6 +111,16 @@ def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_
     """Co-purchase neighbours of the latest ``recent`` items, weighted by recency.
 
     Items with no neighbour score are not proposed (the list may be shorter than k).
+
+    Args:
+        knn: the fitted item-kNN model (its item-item similarity).
+        history: the history model (recent items).
+        user_ids: users; unknown ones get an empty list.
+        k: list length.
+        recent: how many latest items to take the neighbours of.
+
+    Returns:
+        user id -> up to ``k`` item ids.
     """
     rows = history.user_index.lookup(list(user_ids))
     out: SourceLists = {}
@@ -113,7 +157,16 @@ def content_lists(
 
 
 def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
-    """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model)."""
+    """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model).
+
+    Args:
+        model: a fitted scoring recommender.
+        user_ids: users (all get the same list).
+        k: list length.
+
+    Returns:
+        user id -> the ``k`` most popular item ids.
+    """
     # The same list for everybody: computed once per model and k (serving asks for it per request).
     cache = model.__dict__.setdefault("_popularity_lists", {})
     key = (id(model.fallback_scores), k)
@@ -124,7 +177,15 @@ def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int)
 
 
 def product_groups(codes: Sequence[object], popularity: np.ndarray) -> tuple[np.ndarray, dict[object, np.ndarray]]:
-    """(group id per item row, item rows of each group ordered by popularity, then row)."""
+    """Group item rows by product code.
+
+    Args:
+        codes: product code per item row (None: the item belongs to no group).
+        popularity: score per item row (higher = more popular).
+
+    Returns:
+        (group id per item row, item rows of each group ordered by popularity, then row).
+    """
     keys = list(codes)
     groups: dict[object, list[int]] = {}
     for row, key in enumerate(keys):
@@ -137,7 +198,18 @@ def product_groups(codes: Sequence[object], popularity: np.ndarray) -> tuple[np.
 def same_product_lists(
     codes: np.ndarray, groups: dict[object, np.ndarray], history: HistoryRecommender, user_ids: Sequence[str], k: int
 ) -> SourceLists:
-    """Other variants of the products in the user's history: latest product first, popular variants first."""
+    """Other variants of the products in the user's history: latest product first, popular variants first.
+
+    Args:
+        codes: group id per item row (from :func:`product_groups`).
+        groups: item rows of each group (from :func:`product_groups`).
+        history: the history model.
+        user_ids: users; unknown ones get an empty list.
+        k: list length.
+
+    Returns:
+        user id -> up to ``k`` item ids the user has not bought.
+    """
     rows = history.user_index.lookup(list(user_ids))
     out: SourceLists = {}
     for user, r in zip(user_ids, rows):
@@ -163,32 +235,78 @@ def same_product_lists(
 
 
 def visitor_history_list(item_rows: np.ndarray, item_ids: np.ndarray) -> list[str]:
-    """The visit's items, most recent first (``item_rows`` are oldest first)."""
+    """The visit's items, most recent first.
+
+    Args:
+        item_rows: the visit's item rows, oldest first.
+        item_ids: item id per row.
+
+    Returns:
+        The item ids, most recent first.
+    """
     return [str(item_ids[r]) for r in item_rows[::-1]]
 
 
 def visitor_copurchase_list(knn: ItemKNNRecommender, item_rows: np.ndarray, k: int) -> list[str]:
-    """Co-purchase neighbours of the visit's items (summed similarity; items with none are left out)."""
+    """Co-purchase neighbours of the visit's items (summed similarity; items with none are left out).
+
+    Args:
+        knn: the fitted item-kNN model.
+        item_rows: the visit's item rows.
+        k: list length.
+
+    Returns:
+        Up to ``k`` item ids.
+    """
     scores = np.asarray(knn.similarity[item_rows].sum(axis=0)).ravel()
     return [str(knn.item_index.ids[r]) for r in top_k_indices(scores, k) if scores[r] > 0]
 
 
 def visitor_vector_list(index: ItemIndex, vectors: np.ndarray, k: int) -> list[str]:
-    """Nearest items to the mean of the visit's item vectors (content or two-tower item vectors)."""
+    """Nearest items to the mean of the visit's item vectors (content or two-tower item vectors).
+
+    Args:
+        index: the item index to search.
+        vectors: (n, d) vectors of the visit's items.
+        k: list length.
+
+    Returns:
+        Up to ``k`` item ids; empty if the mean vector is zero.
+    """
     centroid = vectors.mean(axis=0, keepdims=True).astype(np.float32)
     norm = float(np.linalg.norm(centroid))
     return index.search_ids(centroid / norm, k)[0] if norm > 0 else []
 
 
 def visitor_factor_list(item_factors: np.ndarray, user_vector: np.ndarray, item_ids: np.ndarray, k: int) -> list[str]:
-    """Top items for a folded-in user vector (e.g. ALS ``fold_in`` of the visit's items)."""
+    """Top items for a folded-in user vector (e.g. ALS ``fold_in`` of the visit's items).
+
+    Args:
+        item_factors: (n_items, d) item factors.
+        user_vector: (d,) user vector; all zeros gives an empty list.
+        item_ids: item id per row.
+        k: list length.
+
+    Returns:
+        Up to ``k`` item ids by dot product.
+    """
     if not np.any(user_vector):
         return []
     return [str(item_ids[r]) for r in top_k_indices(item_factors @ user_vector, k)]
 
 
 def visitor_ease_list(weights: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray, k: int) -> list[str]:
-    """EASE scores of the visit's items (the rows of the item-item weights summed), the visit's own items left out."""
+    """EASE scores of the visit's items (the rows of the item-item weights summed), the visit's own items left out.
+
+    Args:
+        weights: (n_items, n_items) EASE item-item weights.
+        item_rows: the visit's item rows.
+        item_ids: item id per row.
+        k: list length.
+
+    Returns:
+        Up to ``k`` item ids.
+    """
     scores = weights[np.unique(item_rows)].sum(axis=0).astype(np.float64)
     scores[item_rows] = -np.inf
     return [str(item_ids[r]) for r in top_k_indices(scores, k) if np.isfinite(scores[r])]

@@ -39,7 +39,14 @@ class Dataset:
 
 
 def file_fingerprint(paths: list[Path]) -> str:
-    """A cheap, stable fingerprint of input files (name, size, mtime); changes when a file changes."""
+    """A cheap, stable fingerprint of input files (name, size, mtime); changes when a file changes.
+
+    Args:
+        paths: the input files (order does not matter).
+
+    Returns:
+        16 hex characters.
+    """
     h = hashlib.sha256()
     for p in sorted(paths):
         st = p.stat()

@@ -72,7 +72,14 @@ class ImageStore:
 
 
 def check_decodable(path: Path) -> str | None:
-    """Return None if the file is a readable image, else the reason it is not."""
+    """Check that a file opens and decodes as an image.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        None if the file is a readable image, else the reason it is not.
+    """
     try:
         with Image.open(path) as img:
             img.verify()

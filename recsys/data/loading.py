@@ -34,7 +34,15 @@ _LIKELY_SEPARATORS = ("\t", ";", "|", ",")
 
 
 def file_kind(path: Path, fmt: Format) -> Literal["parquet", "csv", "jsonl"]:
-    """The format a file is read as: ``fmt``, or for ``"auto"`` the one its suffix names (else parquet)."""
+    """The format a file is read as: ``fmt``, or for ``"auto"`` the one its suffix names (else parquet).
+
+    Args:
+        path: the file.
+        fmt: the configured format, or ``"auto"``.
+
+    Returns:
+        ``"parquet"``, ``"csv"`` or ``"jsonl"``.
+    """
     if fmt != "auto":
         return fmt
     suffix = path.suffix.lower()
@@ -42,7 +50,15 @@ def file_kind(path: Path, fmt: Format) -> Literal["parquet", "csv", "jsonl"]:
 
 
 def csv_separator(path: Path, options: FileFormat) -> str:
-    """The configured separator, or by default a tab for ``.tsv`` files and a comma otherwise."""
+    """The configured separator, or by default a tab for ``.tsv`` files and a comma otherwise.
+
+    Args:
+        path: the CSV file.
+        options: the source's read options.
+
+    Returns:
+        The separator.
+    """
     if options.separator is not None:
         return options.separator
     return "\t" if path.suffix.lower() == ".tsv" else ","

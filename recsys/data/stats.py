@@ -75,5 +75,12 @@ def repeat_rate(interactions: pl.DataFrame) -> float:
 
 
 def recommended_repeat_policy(rate: float) -> str:
-    """``"allow"`` where people come back to items they had (grocery, fashion), ``"exclude"`` where they do not (films)."""
+    """``"allow"`` where people come back to items they had (grocery, fashion), ``"exclude"`` where they do not (films).
+
+    Args:
+        rate: the log's repeat rate (see :func:`repeat_rate`).
+
+    Returns:
+        ``"allow"`` if ``rate`` is at least ``REPEAT_RATE_THRESHOLD``, else ``"exclude"``.
+    """
     return "allow" if rate >= REPEAT_RATE_THRESHOLD else "exclude"

@@ -18,7 +18,14 @@ Item = TypeVar("Item", bound=Hashable)  # an item id: a string, or a catalogue r
 
 
 def dedupe(predicted: Sequence[Item]) -> list[Item]:
-    """Predictions with repeats removed, first occurrence kept."""
+    """Predictions with repeats removed, first occurrence kept.
+
+    Args:
+        predicted: ranked item ids.
+
+    Returns:
+        The ids in order, each once.
+    """
     seen: set[Item] = set()
     out = []
     for p in predicted:
@@ -53,7 +60,13 @@ def average_precision_at_k(predicted: Sequence[Item], relevant: Iterable[Item], 
 
 
 def recall_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
-    """Share of relevant items found in the top k (divided by |relevant|, not min(|relevant|, k))."""
+    """Share of relevant items found in the top k (divided by |relevant|, not min(|relevant|, k)).
+
+    Args:
+        predicted: ranked item ids, best first (repeats count once).
+        relevant: the user's relevant items.
+        k: cut-off.
+    """
     truth = set(relevant)
     if not truth:
         return 0.0
@@ -61,13 +74,25 @@ def recall_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> 
 
 
 def precision_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
-    """Hits in the top k divided by k (a short list is not rewarded for being short)."""
+    """Hits in the top k divided by k (a short list is not rewarded for being short).
+
+    Args:
+        predicted: ranked item ids, best first (repeats count once).
+        relevant: the user's relevant items.
+        k: cut-off.
+    """
     truth = set(relevant)
     return len(truth.intersection(dedupe(predicted)[:k])) / k
 
 
 def ndcg_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
-    """Binary-relevance NDCG@k with log2 discounts; ideal DCG places min(|relevant|, k) hits first."""
+    """Binary-relevance NDCG@k with log2 discounts; ideal DCG places min(|relevant|, k) hits first.
+
+    Args:
+        predicted: ranked item ids, best first (repeats count once).
+        relevant: the user's relevant items.
+        k: cut-off.
+    """
     truth = set(relevant)
     if not truth:
         return 0.0
@@ -77,7 +102,13 @@ def ndcg_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> fl
 
 
 def hit_rate_at_k(predicted: Sequence[Item], relevant: Iterable[Item], k: int) -> float:
-    """1 if any relevant item is in the top k, else 0."""
+    """1 if any relevant item is in the top k, else 0.
+
+    Args:
+        predicted: ranked item ids, best first (repeats count once).
+        relevant: the user's relevant items.
+        k: cut-off.
+    """
     truth = set(relevant)
     return float(any(item in truth for item in dedupe(predicted)[:k]))
 

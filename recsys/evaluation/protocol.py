@@ -171,7 +171,14 @@ def results_table(results: list[ModelEvaluation], config: EvaluationConfig) -> p
 
 
 def format_table(table: pl.DataFrame) -> str:
-    """A plain-text table with 4 decimals (for terminals and logs)."""
+    """A plain-text table with 4 decimals (for terminals and logs).
+
+    Args:
+        table: the frame to print (floats get 4 decimals, other cells ``str``).
+
+    Returns:
+        The header, a rule and one line per row; the first column left-aligned, the rest right.
+    """
     headers = table.columns
     rows = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in table.iter_rows()]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -180,5 +187,13 @@ def format_table(table: pl.DataFrame) -> str:
 
 
 def mean_per_user(per_user: pl.DataFrame, metric: str) -> float:
-    """Mean of one per-user metric column."""
+    """Mean of one per-user metric column.
+
+    Args:
+        per_user: one row per user, one column per metric.
+        metric: the column, e.g. ``"map@12"``.
+
+    Returns:
+        The mean over users.
+    """
     return float(np.mean(per_user[metric].to_numpy()))

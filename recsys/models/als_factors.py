@@ -74,6 +74,7 @@ class ALSFactors:
 
     @property
     def dim(self) -> int:
+        """Number of latent factors."""
         return int(self.item_factors.shape[1])
 
     def weight_rows(self, counts: sp.csr_matrix) -> sp.csr_matrix:

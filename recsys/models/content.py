@@ -51,6 +51,11 @@ class ContentRecommender(ScoringRecommender):
         self.settings = settings
 
     def fit(self, data: TrainingData) -> Self:
+        """Align the content vectors with ``data``'s items and weight each user's latest items by recency.
+
+        Raises:
+            ValueError: the model was loaded from disk without its source vectors.
+        """
         if self.vectors is None:
             raise ValueError("this ContentRecommender was loaded without its source vectors and cannot be refitted")
         self._fit_common(data)
@@ -80,6 +85,10 @@ class ContentRecommender(ScoringRecommender):
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """Blend of cosine to the weighted history centroid and the max weighted cosine to a history item.
+
+        Items not sold in the last ``recent_days`` (when set) get -2, ranking them below all others.
+        """
         E = self.item_vectors
         out = np.zeros((len(user_rows), E.shape[0]), dtype=np.float32)  # users without history: 0 + offset
         cw = self.settings.centroid_weight

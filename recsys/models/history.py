@@ -29,6 +29,7 @@ class HistoryRecommender(ScoringRecommender):
         self.window_days = window_days
 
     def fit(self, data: TrainingData) -> Self:
+        """Rank each user's items by last purchase (see the class docstring); popularity for the fill."""
         self._fit_common(data, fallback_days=self.window_days)
         e = data.encoded.with_columns(pl.int_range(pl.len()).alias("_pos"))
         per_pair = e.group_by("user_idx", "item_idx").agg(
@@ -46,6 +47,7 @@ class HistoryRecommender(ScoringRecommender):
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """Popularity scores, overwritten by history scores on the user's own items."""
         base = np.tile(self.fallback_scores.astype(np.float32), (len(user_rows), 1))
         h = self.history[user_rows].tocoo()
         base[h.row, h.col] = h.data

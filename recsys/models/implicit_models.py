@@ -32,7 +32,14 @@ from recsys.models.serialization import csr_from_arrays, csr_to_arrays
 
 
 def active_items(user_items: sp.csr_matrix) -> np.ndarray:
-    """Columns (items) with at least one interaction."""
+    """Columns (items) with at least one interaction.
+
+    Args:
+        user_items: users x items sparse matrix.
+
+    Returns:
+        The column indices, ascending.
+    """
     return np.flatnonzero(np.diff(user_items.tocsc().indptr))
 
 
@@ -79,7 +86,14 @@ def confidence_weighting(user_items: sp.csr_matrix, scheme: str, k1: float = 100
 
 
 def weighting_stats(user_items: sp.csr_matrix) -> tuple[np.ndarray, float]:
-    """(item idf, average row length) of a training matrix: what weighting a new row needs."""
+    """(item idf, average row length) of a training matrix: what weighting a new row needs.
+
+    Args:
+        user_items: the training users x items counts.
+
+    Returns:
+        (idf per item as ``log(n_users) - log1p(df)``, mean row sum; 1.0 when there are no users).
+    """
     n_users = user_items.shape[0]
     df = np.bincount(user_items.tocoo().col, minlength=user_items.shape[1])
     idf = np.log(max(n_users, 1)) - np.log1p(df)
@@ -159,6 +173,7 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
         self.config: ConfigT = config or self.config_class()
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """User factors times item factors, in float64."""
         # float64: float32 products are exact in float64, so a user's scores (and the order of
         # near-ties) do not depend on how many users share the matrix product (batch vs serving).
         factors64 = self._of_item_factors("float64", lambda f: f.astype(np.float64))
@@ -270,6 +285,7 @@ class ALSRecommender(FactorRecommender[ALSConfig]):
         return confidence_weighting(user_items, c.weighting, c.bm25_k1, c.bm25_b)
 
     def fit(self, data: TrainingData) -> Self:
+        """Fit ALS on the weighted training matrix (items never bought get zero factors)."""
         self._fit_common(data)
         self.user_factors, self.item_factors = fit_on_active_items(self._new_model(), self.weighted(data.user_items))
         return self
@@ -313,6 +329,7 @@ class BPRRecommender(FactorRecommender[BPRConfig]):
     config_class = BPRConfig
 
     def fit(self, data: TrainingData) -> Self:
+        """Fit single-threaded BPR on the binarised training matrix (items never bought get zero factors)."""
         self._fit_common(data)
         c = self.config
         model = BayesianPersonalizedRanking(
@@ -338,6 +355,7 @@ class ItemKNNRecommender(ScoringRecommender):
         self.config = config or ItemKNNConfig()
 
     def fit(self, data: TrainingData) -> Self:
+        """Compute the top-``neighbours`` item-item similarity from the training matrix."""
         self._fit_common(data)
         kind = {"cosine": CosineRecommender, "bm25": BM25Recommender, "tfidf": TFIDFRecommender}[self.config.similarity]
         model = kind(K=self.config.neighbours)
@@ -349,6 +367,7 @@ class ItemKNNRecommender(ScoringRecommender):
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """Seen items times item similarity, plus a tiny popularity tie-break."""
         s = (self.seen[user_rows] @ self.similarity).toarray()
         # A user whose items have no neighbours scores all zeros: add popularity as a tiny tie-break.
         return s + 1e-6 * self.fallback_scores[None, :]

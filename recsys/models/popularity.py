@@ -23,10 +23,12 @@ class PopularityRecommender(ScoringRecommender):
         self.window_days = window_days
 
     def fit(self, data: TrainingData) -> Self:
+        """Count interactions in the last ``window_days`` of ``data``."""
         self._fit_common(data, fallback_days=self.window_days)
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """The popularity scores for every user (a read-only broadcast view)."""
         return np.broadcast_to(self.fallback_scores.astype(np.float32), (len(user_rows), len(self.fallback_scores)))
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

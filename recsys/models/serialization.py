@@ -36,10 +36,26 @@ def csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix
 
 
 def index_to_arrays(prefix: str, index: IdIndex) -> dict[str, np.ndarray]:
-    """An id index as ``{prefix_ids: str array}``."""
+    """An id index as ``{prefix_ids: str array}``.
+
+    Args:
+        prefix: key prefix, so several indexes share one ``.npz``.
+        index: the id index.
+
+    Returns:
+        One entry: the ids as a string array.
+    """
     return {f"{prefix}_ids": index.ids.astype(str)}
 
 
 def index_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> IdIndex:
-    """Inverse of :func:`index_to_arrays`."""
+    """Inverse of :func:`index_to_arrays`.
+
+    Args:
+        prefix: the prefix used when saving.
+        arrays: the loaded arrays.
+
+    Returns:
+        The rebuilt id index.
+    """
     return IdIndex(arrays[f"{prefix}_ids"])

@@ -51,6 +51,7 @@ class ItemTable:
 
     @property
     def n_items(self) -> int:
+        """Number of item rows."""
         return len(self.item_ids)
 
 
@@ -85,10 +86,12 @@ class Queries:
         return Queries(self.user_rows[idx], indptr, self.hist_items[take], self.hist_weights[take], self.dense[idx])
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Every field as ``{prefix_<field>: array}``, for saving in an ``.npz``."""
         return {f"{prefix}_{f.name}": getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_arrays(cls, prefix: str, arrays: dict[str, np.ndarray]) -> "Queries":
+        """Inverse of :meth:`arrays`."""
         return cls(**{f.name: arrays[f"{prefix}_{f.name}"] for f in fields(cls)})
 
 
@@ -137,6 +140,15 @@ def user_attributes(data: TrainingData, categorical: list[str], numeric: list[st
     """(n_users, a) customer attributes: one-hot categoricals, standardised numerics, missing flags.
 
     Users without a customer record get all zeros (plus a 0 "has record" flag).
+
+    Args:
+        data: the training window (its users table and user index).
+        categorical: customer columns to one-hot (missing values become their own category).
+        numeric: customer columns to standardise, each with a "value known" flag.
+
+    Returns:
+        float32 array; the first column is the "has record" flag. Columns absent from the users
+        table are skipped; without a users table the result is (n_users, 1) zeros.
     """
     n = data.n_users
     if data.users is None or data.users.is_empty():
@@ -215,6 +227,14 @@ def training_examples(
 ) -> tuple[Queries, np.ndarray]:
     """One query per distinct (user, item, day) purchase with a non-empty earlier-or-same-day history.
 
+    Args:
+        data: the training window.
+        items: the item table of ``data``.
+        als: ALS factors fitted on ``data`` (the history bag is folded in).
+        attributes: (n_users, a) from :func:`user_attributes`.
+        half_life: half-life in days of the history recency weights.
+        max_history: most recent history items kept per query.
+
     Returns:
         (queries, target item rows), ordered by (day, user, item) so the result is deterministic.
     """
@@ -244,7 +264,21 @@ def inference_queries(
     max_history: int,
     as_of: dt.datetime | None = None,
 ) -> Queries:
-    """Queries for known users as of ``as_of`` (default: the end of the training window)."""
+    """Queries for known users as of ``as_of`` (default: the end of the training window).
+
+    Args:
+        data: the training window (the users' histories).
+        user_rows: rows of ``data.user_index``.
+        items: the item table of ``data``.
+        als: ALS factors fitted on ``data``.
+        attributes: (n_users, a) from :func:`user_attributes`.
+        half_life: half-life in days of the history recency weights.
+        max_history: most recent history items kept per query.
+        as_of: the time history ages are measured from.
+
+    Returns:
+        One query per entry of ``user_rows``, in that order.
+    """
     as_of = as_of or data.as_of
     frame = pl.DataFrame({"user_idx": user_rows.astype(np.int64), "query": np.arange(len(user_rows), dtype=np.int64)})
     e = data.encoded.select("user_idx", "item_idx", "timestamp")

@@ -24,7 +24,14 @@ from recsys.two_tower.spec import HIST_ITEM, ITEM_ID, USER_ID, TowerSpec
 
 
 def embedding_tables(spec: TowerSpec) -> list[EmbeddingBagConfig]:
-    """Table configs: users, items (shared by item_id and hist_item_id), one per category (shared)."""
+    """Table configs: users, items (shared by item_id and hist_item_id), one per category (shared).
+
+    Args:
+        spec: table sizes and embedding widths.
+
+    Returns:
+        One EmbeddingBagConfig per table, initialised uniformly in [-0.05, 0.05].
+    """
     init = dict(weight_init_min=-0.05, weight_init_max=0.05)
     tables = [
         EmbeddingBagConfig(num_embeddings=max(spec.n_users, 1), embedding_dim=spec.id_dim, name="t_user", feature_names=[USER_ID], **init),
@@ -38,7 +45,14 @@ def embedding_tables(spec: TowerSpec) -> list[EmbeddingBagConfig]:
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear + ReLU layers, the last layer linear (its output is normalised, not clipped)."""
+    """Linear + ReLU layers, the last layer linear (its output is normalised, not clipped).
+
+    Args:
+        sizes: input width, then each layer's output width.
+
+    Returns:
+        The stack of ``len(sizes) - 1`` linear layers.
+    """
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))

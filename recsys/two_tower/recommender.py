@@ -88,7 +88,19 @@ class FeatureSettings:
 
 
 def holdout(data: TrainingData, days: int) -> tuple[TrainingData, dict[int, np.ndarray]]:
-    """Split off the last ``days`` of a window: (earlier part, truth rows per earlier-part user row)."""
+    """Split off the last ``days`` of a window: (earlier part, truth rows per earlier-part user row).
+
+    Args:
+        data: the training window.
+        days: how many final days to hold out.
+
+    Returns:
+        (the window before the cut, user row -> held-out item rows), both in the earlier part's
+        indexes; users or items unknown there are left out.
+
+    Raises:
+        ConfigError: either part would be empty.
+    """
     cut = data.as_of - dt.timedelta(days=days)
     ts = pl.col("timestamp")
     inner = TrainingData.build(data.interactions.filter(ts < cut), data.items, data.users, as_of=cut)
@@ -136,6 +148,7 @@ class TwoTowerRecommender(ScoringRecommender):
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> Self:
+        """An unfitted model with the project's two-tower, ALS and feature settings."""
         return cls(config.retrieval.two_tower, config.models.als, FeatureSettings.from_config(config))
 
     def _prepare(self, data: TrainingData, vectors: ItemVectors | None, als: ALSFactors | None) -> tuple[TowerSpec, ItemTable, ALSFactors, np.ndarray]:
@@ -164,6 +177,14 @@ class TwoTowerRecommender(ScoringRecommender):
         Also keeps, in memory only, the held-out users' ids and the run's user and item vectors
         (``holdout_user_ids``, ``holdout_user_vectors``, ``holdout_item_vectors``) so a caller can
         tune downstream stages on the same held-out window without training again.
+
+        Args:
+            data: the earlier part of the window (see :func:`holdout`).
+            truth: user row -> held-out item rows, in ``data``'s indexes.
+            vectors: content vectors, or None for no content block.
+
+        Returns:
+            The run's result; ``best_epoch`` is the epoch count for the refit.
         """
         c = self.config
         spec, items, als, attrs = self._prepare(data, vectors, None)
@@ -209,6 +230,7 @@ class TwoTowerRecommender(ScoringRecommender):
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
+        """Dot products of the user-tower and item-tower vectors."""
         return self.user_vectors[user_rows] @ self.item_vectors.T
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -41,12 +41,15 @@ class TowerSpec:
 
     @property
     def item_keys(self) -> list[str]:
+        """Sparse feature keys of the item tower: item id, then one per category."""
         return [ITEM_ID, *(f"cat_{c}" for c in self.categories)]
 
     @property
     def user_keys(self) -> list[str]:
+        """Sparse feature keys of the user tower: user id, history items, then history categories."""
         return [USER_ID, HIST_ITEM, *(f"hist_cat_{c}" for c in self.categories)]
 
     @property
     def keys(self) -> list[str]:
+        """All sparse feature keys, user tower's first."""
         return [*self.user_keys, *self.item_keys]

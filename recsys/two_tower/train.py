@@ -321,7 +321,14 @@ def _train(
 
 
 def full_state(tower: TwoTower) -> dict[str, torch.Tensor]:
-    """The whole state dict as plain tensors on every rank (collective: all ranks must call it)."""
+    """The whole state dict as plain tensors on every rank (collective: all ranks must call it).
+
+    Args:
+        tower: the (possibly sharded) model being trained.
+
+    Returns:
+        Parameter name -> full tensor; sharded tables are gathered into whole CPU tensors.
+    """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
     with warnings.catch_warnings():

@@ -321,7 +321,7 @@ async function openSimilar(itemId) {
       el("div", { class: "name", text: item.name }), facts(item),
       el("p", { class: "desc", text: [a.department_name, a.section_name].filter(Boolean).join(" · ") }),
       a.detail_desc ? el("p", { class: "desc", text: a.detail_desc }) : null,
-      el("p", { class: "muted", text: `article ${item.item_id}` })));
+      el("p", { class: "muted", text: `item ${item.item_id}` })));
     if (similar.items.length) $("#similar-items").replaceChildren(...similar.items.map((e) => scoredCard(e, "sim-card")));
     else emptyState($("#similar-items"), "No similar items found.");
   } catch (err) {

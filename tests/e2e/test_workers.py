@@ -11,9 +11,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from recsys.config import PROJECT_ROOT
 from tests.e2e.conftest import run_server
+
+pytestmark = pytest.mark.e2e
 
 
 def _answering_pids(url: str, connections: int = 32) -> set[int]:
