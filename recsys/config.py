@@ -328,6 +328,10 @@ class TwoTowerConfig(StrictModel):
     user_id_dropout: float = Field(default=0.5, ge=0, le=1)
     recency_half_life_days: float = Field(default=2.0, gt=0)
     max_history: int = Field(default=50, ge=1)
+    example_days: int | None = Field(
+        default=None, ge=1,
+        description="train on purchases of the window's last N days only (their histories still reach back); None: every day",
+    )
     batch_size: int = Field(default=1024, ge=2)
     learning_rate: float = Field(default=0.003, gt=0)
     embedding_learning_rate: float = Field(default=0.05, gt=0)

@@ -218,14 +218,29 @@ def _queries_from_context(
     return Queries(user_rows.astype(np.int64), indptr, item_rows, weights, dense)
 
 
+EXAMPLE_CHUNK = 100_000  # targets whose history windows are gathered at once (memory: chunk x window)
+
+
 def _days(expr: pl.Expr) -> pl.Expr:
     return expr.dt.total_seconds() / 86_400.0
 
 
 def training_examples(
-    data: TrainingData, items: ItemTable, als: ALSFactors, attributes: np.ndarray, half_life: float, max_history: int
+    data: TrainingData,
+    items: ItemTable,
+    als: ALSFactors,
+    attributes: np.ndarray,
+    half_life: float,
+    max_history: int,
+    example_days: int | None = None,
 ) -> tuple[Queries, np.ndarray]:
     """One query per distinct (user, item, day) purchase with a non-empty earlier-or-same-day history.
+
+    A query's history is the user's ``max_history`` most recent interactions up to the end of
+    that day (newest day first, then by item row), the target itself on that day left out. Each
+    query reads only its own window of the user's log, so the cost grows with the log times
+    ``max_history``, not with the square of a user's history (a grocery household has hundreds of
+    baskets).
 
     Args:
         data: the training window.
@@ -234,24 +249,58 @@ def training_examples(
         attributes: (n_users, a) from :func:`user_attributes`.
         half_life: half-life in days of the history recency weights.
         max_history: most recent history items kept per query.
+        example_days: only purchases of the window's last ``example_days`` days become queries.
 
     Returns:
         (queries, target item rows), ordered by (day, user, item) so the result is deterministic.
     """
-    e = data.encoded.select("user_idx", "item_idx", pl.col("timestamp").dt.truncate("1d").alias("day"))
-    targets = e.unique().sort(["day", "user_idx", "item_idx"]).with_columns(pl.int_range(pl.len()).alias("query"))
-    pairs = targets.join(e.rename({"item_idx": "h_item", "day": "h_day"}), on="user_idx").filter(
-        (pl.col("h_day") <= pl.col("day")) & ~((pl.col("h_item") == pl.col("item_idx")) & (pl.col("h_day") == pl.col("day")))
+    e = data.encoded.select(
+        pl.col("user_idx").cast(pl.Int64), pl.col("item_idx").cast(pl.Int64),
+        (pl.col("timestamp").dt.truncate("1d").dt.epoch("d")).cast(pl.Int64).alias("day"),
     )
-    keep = pairs["query"].unique().sort()
-    targets = targets.filter(pl.col("query").is_in(keep.implode())).with_columns(pl.int_range(pl.len()).alias("new_q"))
-    pairs = pairs.join(targets.select("query", "new_q"), on="query")
-    context = pairs.select(pl.col("new_q").alias("query"), pl.col("h_item").alias("item_idx"), _days(pl.col("day") - pl.col("h_day")).alias("age"))
+    targets = e.unique().sort(["day", "user_idx", "item_idx"])
+    if example_days is not None and e.height:
+        targets = targets.filter(pl.col("day") > e["day"].max() - example_days)
+    log_rows = e.sort(["user_idx", "day", "item_idx"], descending=[False, True, False])
+    user, day, item = (log_rows[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
+    t_user, t_day, t_item = (targets[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
+    # Rows sorted by (user, newest day first): a target's history starts at the user's first row on
+    # or before its day and runs to the user's last row.
+    span = int(day.max() - day.min()) + 2 if len(day) else 2
+    key = user * span + (day.max() - day) if len(day) else user
+    first = np.searchsorted(key, t_user * span + (day.max() - t_day), side="left") if len(day) else np.zeros(0, np.int64)
+    user_end = np.searchsorted(user, t_user, side="right")
+    duplicates = int(e.group_by(["user_idx", "item_idx", "day"]).len()["len"].max() or 1) if e.height else 1
+    width = max_history + duplicates  # the target's own same-day rows are the only ones dropped from a window
+    queries, hist_items, ages = [], [], []
+    for lo in range(0, len(targets), EXAMPLE_CHUNK):
+        hi = min(lo + EXAMPLE_CHUNK, len(targets))
+        idx = first[lo:hi, None] + np.arange(width)[None, :]
+        valid = idx < user_end[lo:hi, None]
+        idx = np.where(valid, idx, 0)
+        own = (item[idx] == t_item[lo:hi, None]) & (day[idx] == t_day[lo:hi, None])
+        keep = valid & ~own
+        keep &= np.cumsum(keep, axis=1) <= max_history
+        rows, cols = np.nonzero(keep)
+        queries.append(rows + lo)
+        hist_items.append(item[idx[rows, cols]])
+        ages.append((t_day[lo:hi][rows] - day[idx[rows, cols]]).astype(np.float64))
+    q = np.concatenate(queries) if queries else np.zeros(0, np.int64)
+    has_history = np.unique(q)
+    renumber = np.full(len(targets), -1, dtype=np.int64)
+    renumber[has_history] = np.arange(len(has_history))
+    context = pl.DataFrame(
+        {
+            "query": renumber[q],
+            "item_idx": np.concatenate(hist_items) if hist_items else np.zeros(0, np.int64),
+            "age": np.concatenate(ages) if ages else np.zeros(0),
+        }
+    )
     content_dim = _content_dim(items, als)
-    queries = _queries_from_context(
-        context, targets["user_idx"].to_numpy(), items, als, attributes, content_dim, half_life, max_history
+    queries_out = _queries_from_context(
+        context, t_user[has_history], items, als, attributes, content_dim, half_life, max_history
     )
-    return queries, targets["item_idx"].to_numpy().astype(np.int64)
+    return queries_out, t_item[has_history].astype(np.int64)
 
 
 def inference_queries(

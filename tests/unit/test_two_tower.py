@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -205,3 +206,47 @@ def test_inference_queries_use_the_whole_history(world: tuple[ProjectConfig, Tra
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         TwoTowerConfig(temperature=0)
+
+
+def _reference_context(data: TrainingData, max_history: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The definition of a training query's history, as a plain (quadratic) self-join."""
+    e = data.encoded.select("user_idx", "item_idx", pl.col("timestamp").dt.truncate("1d").alias("day"))
+    targets = e.unique().sort(["day", "user_idx", "item_idx"]).with_columns(pl.int_range(pl.len()).alias("query"))
+    pairs = targets.join(e.rename({"item_idx": "h_item", "day": "h_day"}), on="user_idx").filter(
+        (pl.col("h_day") <= pl.col("day")) & ~((pl.col("h_item") == pl.col("item_idx")) & (pl.col("h_day") == pl.col("day")))
+    )
+    ctx = (
+        pairs.with_columns(((pl.col("day") - pl.col("h_day")).dt.total_days()).alias("age"))
+        .sort(["query", "age", "h_item"])
+        .with_columns(pl.int_range(pl.len()).over("query").alias("r"))
+        .filter(pl.col("r") < max_history)
+    )
+    return targets.filter(pl.col("query").is_in(ctx["query"].unique().implode())), ctx
+
+
+@pytest.mark.parametrize("max_history", [3, 50])
+def test_training_examples_windowed_equal_the_self_join_definition(max_history: int) -> None:
+    """The windowed gather (linear in the log) gives exactly the queries of the quadratic definition,
+    duplicates within a day and same-day targets included."""
+    import datetime as dt
+
+    from recsys.config import ALSConfig
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    inter = pl.DataFrame(
+        {
+            "user_id": [f"u{x}" for x in rng.integers(0, 30, n)],
+            "item_id": [f"i{x}" for x in rng.integers(0, 40, n)],
+            "timestamp": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 15, n)],
+            "weight": np.ones(n, np.float32),
+        }
+    ).sort("timestamp")
+    items = pl.DataFrame({"item_id": [f"i{j}" for j in range(40)], "c": [str(j % 4) for j in range(40)]})
+    data = TrainingData.build(inter, items, None, as_of=dt.datetime(2024, 1, 20))
+    als = ALSFactors.fit(data, ALSConfig(factors=4, iterations=2))
+    queries, targets = training_examples(data, build_item_table(data, None, als, ["c"]), als, user_attributes(data, [], []), 3.0, max_history)
+    ref_targets, ref_ctx = _reference_context(data, max_history)
+    np.testing.assert_array_equal(targets, ref_targets["item_idx"].to_numpy())
+    np.testing.assert_array_equal(queries.user_rows, ref_targets["user_idx"].to_numpy())
+    assert queries.hist_items.tolist() == ref_ctx["h_item"].to_list()
