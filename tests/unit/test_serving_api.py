@@ -318,7 +318,7 @@ def test_query_and_form_values_must_spell_their_type(client: TestClient, request
     assert body["fields"][0]["field"] == field
 
 
-def test_query_and_form_values_in_json_spelling_are_accepted(client: TestClient, service: DevService) -> None:
+def test_query_and_form_values_in_json_spelling_are_accepted(client: TestClient, service: BundleService) -> None:
     assert len(client.get("/v1/items/i000/similar", params={"k": "3.0", "details": "false"}).json()["items"]) == 3
     assert len(client.get("/v1/users/sample", params={"n": "2"}).json()["users"]) == 2
     found = client.post("/v1/search", data={"text": "red", "k": "2.0", "text_weight": "1e-1", "details": "true"}).json()["items"]
