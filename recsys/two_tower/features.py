@@ -260,7 +260,8 @@ def training_examples(
     )
     targets = e.unique().sort(["day", "user_idx", "item_idx"])
     if example_days is not None and e.height:
-        targets = targets.filter(pl.col("day") > e["day"].max() - example_days)
+        last_day = int(e["day"].to_numpy().max())
+        targets = targets.filter(pl.col("day") > last_day - example_days)
     log_rows = e.sort(["user_idx", "day", "item_idx"], descending=[False, True, False])
     user, day, item = (log_rows[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
     t_user, t_day, t_item = (targets[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
@@ -270,7 +271,7 @@ def training_examples(
     key = user * span + (day.max() - day) if len(day) else user
     first = np.searchsorted(key, t_user * span + (day.max() - t_day), side="left") if len(day) else np.zeros(0, np.int64)
     user_end = np.searchsorted(user, t_user, side="right")
-    duplicates = int(e.group_by(["user_idx", "item_idx", "day"]).len()["len"].max() or 1) if e.height else 1
+    duplicates = int(e.group_by(["user_idx", "item_idx", "day"]).len()["len"].to_numpy().max()) if e.height else 1
     width = max_history + duplicates  # the target's own same-day rows are the only ones dropped from a window
     queries, hist_items, ages = [], [], []
     for lo in range(0, len(targets), EXAMPLE_CHUNK):
