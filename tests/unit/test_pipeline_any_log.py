@@ -10,9 +10,11 @@ import polars as pl
 import pytest
 
 from recsys.config import ConfigError
+from recsys.data import load_dataset
 from recsys.query import InvalidQueryError, Query
 from serving.bundle_service import BundleService
 from tests.conftest import shop_pipeline_config
+from training.content import run_content
 from training.pipeline import Pipeline, PipelineOutcome
 
 pytestmark = pytest.mark.slow
@@ -91,3 +93,12 @@ def test_too_few_label_users_stop_with_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="min_label_users"):
         Pipeline(config).run()
 
+
+
+def test_aligned_backend_without_photos_falls_back_to_standin(tmp_path: Path) -> None:
+    """A catalogue without photos crashed the aligned backend (`cannot reshape tensor of 0 elements`):
+    with nothing to align, the content stage uses the stand-in encoder and says so."""
+    config = shop_pipeline_config(tmp_path, images=False, content={"backend": "aligned"})
+    result = run_content(config, load_dataset(config.data), train=True, progress=False)
+    assert result.vectors_path is not None and result.encoder.startswith("standin")
+    assert result.heads_dir is not None and (result.heads_dir / "standin.npz").is_file()
