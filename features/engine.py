@@ -130,6 +130,8 @@ class RecommendationEngine:
         # Rank every candidate by the booster's score (cheap), then explain only the k returned:
         # TreeSHAP contributions cost ~0.4-0.8 ms a row, i.e. most of a request for 200 rows.
         scores = self.ranker.predict(x, threads=self.threads)
+        if hits is not None and not query.recent_item_ids:
+            scores = _with_request_order(scores, len(cands), self.generator.config.rrf_k)
         order = np.argsort(-scores, kind="stable")[: query.k]
         contrib = self.ranker.contributions(x[order], threads=self.threads)
         names = self.features.feature_names
@@ -267,6 +269,18 @@ class RecommendationEngine:
 
     def _feature_matrix(self, state: UserState, cands: list[Candidate]) -> np.ndarray:
         return self.features.compute([state], [candidate_set(cands, self.data.item_index, self.features.sources)])
+
+
+def _with_request_order(scores: np.ndarray, n: int, rrf_k: float) -> np.ndarray:
+    """Fuse the ranker's order with the search order for a visitor known only by words or a photo.
+
+    The ranker learned from customers' histories; for a visitor without one, it mostly sees
+    popularity and would float popular items that match the words poorly. Reciprocal-rank fusion
+    of its order with the search order (the candidates' own order) keeps what was asked for on top.
+    """
+    ranker_rank = np.empty(n, dtype=np.float64)
+    ranker_rank[np.argsort(-scores, kind="stable")] = np.arange(1, n + 1)
+    return 1.0 / (rrf_k + ranker_rank) + 1.0 / (rrf_k + np.arange(1, n + 1))
 
 
 def _finite(value: float) -> float | None:
