@@ -27,7 +27,7 @@ variant_a = "bundle:als"
 variant_b = "bundle:reranked"
 name_a = ""
 name_b = ""
-primary_metric = "map@12"
+primary_metric = ""  # default: MAP at the config's evaluation.k
 n_examples = 3
 log_to_mlflow = True
 
@@ -181,7 +181,7 @@ for user in examples:
 # ## Verdict (computed from the numbers above)
 
 # %%
-decision = verdict(table, a.name, b.name, primary_metric)
+decision = verdict(table, a.name, b.name, primary_metric or f"map@{k}")
 print(decision)
 
 # %%
