@@ -465,6 +465,36 @@ class ProjectConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _renamed_keys(cls, raw: Any) -> Any:
+        """Read configs written before keys were renamed (bundles trained by an earlier version keep theirs).
+
+        ``split.test_days`` / ``validation_days`` became the durations ``split.test`` / ``validation``,
+        ``reranker.label_days`` became ``label_folds``, and ``retrieval.content_vectors`` /
+        ``standin_dim`` gave way to ``content.vectors_path`` (the stand-in is now a content backend).
+        """
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        split = raw.get("split")
+        if isinstance(split, dict) and ("test_days" in split or "validation_days" in split):
+            split = dict(split)
+            for old, new in (("test_days", "test"), ("validation_days", "validation")):
+                if old in split:
+                    split.setdefault(new, dt.timedelta(days=split.pop(old)))
+            raw["split"] = split
+        reranker = raw.get("reranker")
+        if isinstance(reranker, dict) and "label_days" in reranker:
+            reranker = dict(reranker)
+            reranker.setdefault("label_folds", reranker.pop("label_days"))
+            raw["reranker"] = reranker
+        retrieval = raw.get("retrieval")
+        if isinstance(retrieval, dict) and ("content_vectors" in retrieval or "standin_dim" in retrieval):
+            retrieval = {k: v for k, v in retrieval.items() if k not in ("content_vectors", "standin_dim")}
+            raw["retrieval"] = retrieval
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _item_text_from_columns(cls, raw: Any) -> Any:
         """The content stage's item text defaults to the catalogue's configured text columns."""
         if not isinstance(raw, dict):

@@ -242,7 +242,7 @@ class TwoTowerRecommender(ScoringRecommender):
 
     @classmethod
     def _from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**params["features"]))
+        model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**_feature_settings(params["features"])))
         model._load_common(arrays)
         model.item_vectors, model.user_vectors = arrays["item_vectors"], arrays["user_vectors"]
         spec = params["spec"]
@@ -254,3 +254,7 @@ class TwoTowerRecommender(ScoringRecommender):
         return model
 
 
+def _feature_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model's feature settings; those saved before the stand-in became a content backend
+    carry its path and size, which no longer belong here."""
+    return {k: v for k, v in saved.items() if k not in ("standin_path", "standin_dim")}

@@ -50,3 +50,19 @@ def test_variant_config_extends_base() -> None:
     base = load_config(PROJECT_ROOT / "configs" / "hm.yaml")
     assert small.name == "hm_small" and small.data.user_sample == 0.03
     assert small.data.interactions == base.data.interactions and small.split == base.split
+
+
+def test_configs_written_before_the_renames_still_load() -> None:
+    """A bundle trained by an earlier version stores its config with the old keys; it must still load."""
+    import datetime as dt
+
+    from recsys.config import ProjectConfig
+
+    old = {
+        "name": "old", "data": {"interactions": {"path": "i.parquet"}, "items": {"path": "a.parquet"}},
+        "split": {"test_days": 2, "validation_days": 1}, "reranker": {"label_days": 3},
+        "retrieval": {"content_vectors": "content/item_vectors.npz", "standin_dim": 128},
+    }
+    config = ProjectConfig.model_validate(old)
+    assert config.split.test == dt.timedelta(days=2) and config.split.validation == dt.timedelta(days=1)
+    assert config.reranker.label_folds == 3
