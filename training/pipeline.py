@@ -162,8 +162,9 @@ class Pipeline:
         data, labels = _label_window(dataset, setup, folds_back)
         vectors = _content_vectors(content_dir)
         generator = fit_retrieval(self.config, data, vectors, two_tower_epochs).generator
-        users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index]
-        truth = ground_truth(labels, users)
+        # Label users: those with a target event in the window (a view-only visit labels nothing).
+        truth = ground_truth(labels)
+        users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index and u in truth]
         candidates = generator.generate(users)
         lists = {u: [c.item_id for c in candidates[u]] for u in users}
         recall = float(np.mean([recall_at_k(lists[u], truth[u], len(lists[u])) for u in users])) if users else 0.0

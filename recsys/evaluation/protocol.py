@@ -69,6 +69,8 @@ def prepare_evaluation(dataset: Dataset, config: ProjectConfig) -> EvaluationSet
     if config.split.warm_users_only:
         test_users = [u for u in test_users if u in train.user_index]
     truth = ground_truth(split.test, test_users)
+    # With event types, only users with a target event in the test window are scored.
+    test_users = [u for u in test_users if u in truth]
     exclude = config.repeats == "exclude"
     if exclude:
         # Nobody can be recommended what they had: only new items count, and users with none drop out.

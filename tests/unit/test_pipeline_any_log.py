@@ -102,3 +102,24 @@ def test_aligned_backend_without_photos_falls_back_to_standin(tmp_path: Path) ->
     result = run_content(config, load_dataset(config.data), train=True, progress=False)
     assert result.vectors_path is not None and result.encoder.startswith("standin")
     assert result.heads_dir is not None and (result.heads_dir / "standin.npz").is_file()
+
+
+def test_click_and_purchase_events_with_weights_and_a_target(tmp_path: Path) -> None:
+    """A log of views and purchases: views weigh 1 and purchases 10 in every model; only purchases
+    label the ranker and count in the evaluation."""
+    config = shop_pipeline_config(
+        tmp_path,
+        data={"interactions": {"columns": {"event": "event"}, "event_weights": {"view": 1, "purchase": 10}, "target_events": ["purchase"]}},
+    )
+    log_path = config.data.resolve(config.data.interactions.path)
+    assert log_path is not None
+    frame = pl.read_parquet(log_path)
+    views = frame.with_columns(pl.lit("view").alias("event"))
+    purchases = frame.sample(fraction=0.6, seed=0).with_columns(pl.lit("purchase").alias("event"))
+    pl.concat([views, purchases]).sort("date").write_parquet(log_path)
+    outcome = Pipeline(config).run()
+    service = BundleService(outcome.bundle)
+    history = service.data.interactions
+    assert set(history["event"].unique()) == {"view", "purchase"}
+    assert set(history.filter(pl.col("event") == "purchase")["weight"].unique()) == {10.0}
+    assert len(service.recommendations(Query(user_id=_served_user(service), k=5))) == 5
