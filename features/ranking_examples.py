@@ -146,6 +146,16 @@ class RankingExamples:
     groups: np.ndarray
     item_rows: np.ndarray
 
+    def has_positive(self) -> np.ndarray:
+        """Per group (user), whether any of its candidates is labelled positive.
+
+        Returns:
+            (n_groups,) bool.
+        """
+        if not len(self.groups):
+            return np.zeros(0, dtype=bool)
+        return np.add.reduceat(self.labels, np.concatenate([[0], np.cumsum(self.groups)[:-1]])) > 0
+
     def subset(self, keep: np.ndarray) -> "RankingExamples":
         """Keep the groups (users) where ``keep`` is True."""
         bounds = np.concatenate([[0], np.cumsum(self.groups)])

@@ -195,7 +195,7 @@ class Pipeline:
             parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
         assert features is not None
         examples = concat_examples(parts)
-        positive = int((np.add.reduceat(examples.labels, np.r_[0, np.cumsum(examples.groups)[:-1]]) > 0).sum()) if len(examples.groups) else 0
+        positive = int(examples.has_positive().sum())
         needed = self.config.reranker.min_label_users
         log.info("reranker: %d label users, %d with a target item among their candidates (at least %d needed)", len(examples.groups), positive, needed)
         if positive < needed:

@@ -30,8 +30,7 @@ def train_ranker(
     Returns:
         (model, metrics: group counts, positives, best iteration).
     """
-    positives = np.add.reduceat(examples.labels, np.concatenate([[0], np.cumsum(examples.groups)[:-1]])) if len(examples.groups) else np.zeros(0)
-    useful = positives > 0
+    useful = examples.has_positive()
     usable = examples.subset(useful)
     rng = np.random.default_rng(seed)
     is_valid = rng.random(len(usable.groups)) < valid_share
