@@ -121,6 +121,20 @@ public-data:
 
 .PHONY: public-data
 
+## benchmark: the pipeline beside RecTools (SASRec, EASE), cornac (BPR) and implicit (ALS, BPR), each peer in its own
+##            pinned environment (bench/peers/<library>/requirements.lock, created under artifacts/peers), on the H&M
+##            week (three rolling test days), MovieLens-100k and the grocery log (bench/public_bench.yaml); needs
+##            `make public-data`. Writes bench/results/public{.json,_details.json,.md}, the plot and the README table.
+##            BENCH_ARGS="--datasets ml100k --peers implicit:als" runs a part.
+benchmark:
+	$(BENCH_WRAP) $(PY) bench/public_bench.py $(BENCH_ARGS)
+
+## peers: create (or check) the peers' environments only
+peers:
+	$(PY) bench/peers/envs.py --root artifacts/peers
+
+.PHONY: benchmark peers
+
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 import time
 import traceback
@@ -194,13 +195,28 @@ _serve_args.run = _serve  # type: ignore[attr-defined]
 def _train_args(parser: argparse.ArgumentParser) -> None:
     _config_arg(parser)
     parser.add_argument("--force", default="", help="comma-separated stage names to recompute (content,label_fold,reranker,serving_fold,evaluate)")
+    parser.add_argument("--no-bundle", action="store_true", help="stop after the evaluation: no bundle is written (benchmarks)")
+    parser.add_argument("--summary", type=Path, help="write the run's stages (folders, seconds, reuse) and peak memory here as JSON")
 
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run()
+    outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run(write_bundle=not args.no_bundle)
     reused = [n for n, r in outcome.stages.items() if r.reused]
-    print(f"bundle {outcome.bundle.version} at {outcome.bundle.path} (MLflow run {outcome.run_id}); reused stages: {', '.join(reused) or 'none'}; {outcome.seconds:.0f}s")
+    made = f"bundle {outcome.bundle.version} at {outcome.bundle.path}" if outcome.bundle else "no bundle (--no-bundle)"
+    print(f"{made} (MLflow run {outcome.run_id}); reused stages: {', '.join(reused) or 'none'}; {outcome.seconds:.0f}s")
+    if args.summary:
+        summary = {
+            "config": str(args.config),
+            "seconds": outcome.seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "bundle": str(outcome.bundle.path) if outcome.bundle else None,
+            "stages": {
+                name: {"path": str(r.path), "reused": r.reused, "seconds": r.seconds, "compute_seconds": r.compute_seconds, "metrics": r.metrics}
+                for name, r in outcome.stages.items()
+            },
+        }
+        write_text(args.summary, json.dumps(summary, indent=2, default=str))
     return 0
 
 

@@ -13,10 +13,12 @@ per stage.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,7 @@ log = logging.getLogger(__name__)
 class PipelineOutcome:
     """What `recsys train` produced."""
 
-    bundle: Bundle
+    bundle: Bundle | None  # None when the run stopped after the evaluation (``write_bundle=False``)
     table: pl.DataFrame
     stages: dict[str, StageResult]
     run_id: str
@@ -92,8 +94,13 @@ class Pipeline:
         self.config = config
         self.force = force or set()
 
-    def run(self) -> PipelineOutcome:
-        """Run (or reuse) every stage and write the bundle."""
+    def run(self, write_bundle: bool = True) -> PipelineOutcome:
+        """Run (or reuse) every stage and write the bundle.
+
+        Args:
+            write_bundle: False stops after the evaluation (benchmarks score the stages' lists and
+                need no servable bundle).
+        """
         start = time.perf_counter()
         config = self.config
         remove_unfinished(config.work_path / "bundles")
@@ -115,7 +122,7 @@ class Pipeline:
                 folds.append(
                     runner.run(
                         f"label_fold_{back}", {**retrieval_inputs, "folds_back": back, "two_tower_epochs": epochs},
-                        lambda out, back=back: self._label_fold(out, dataset, setup, content.path, back, epochs),
+                        functools.partial(self._label_fold, dataset=dataset, setup=setup, content_dir=content.path, folds_back=back, two_tower_epochs=epochs),
                     )
                 )
             ranker = runner.run(
@@ -135,6 +142,10 @@ class Pipeline:
             print(format_table(table))
             log_metrics({f"{r['model']}.{m}": r[m] for r in table.to_dicts() for m in ("map@12", "recall@12", "ndcg@12", "recall@100") if m in r})
             log_metrics(evaluation.metrics)
+            if not write_bundle:
+                seconds = time.perf_counter() - start
+                log.info("stopped after the evaluation (no bundle) in %.0fs", seconds)
+                return PipelineOutcome(None, table, runner.results, parent.info.run_id, seconds)
             bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, parent.info.run_id)
             mlflow.set_tag("bundle_version", bundle.version)
             model_version = register_bundle(config, bundle.path, bundle.version, parent.info.run_id, evaluation.metrics)
@@ -215,12 +226,16 @@ class Pipeline:
     def _serving_fold(self, out: Path, setup: EvaluationSetup, content_dir: Path, two_tower_epochs: int | None) -> dict[str, float]:
         vectors = _content_vectors(content_dir)
         start = time.perf_counter()
-        generator = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs).generator
+        fit = fit_retrieval(self.config, setup.train, vectors, two_tower_epochs)
+        generator = fit.generator
         seconds = time.perf_counter() - start
         generator.save(out / "generator")
+        start = time.perf_counter()
         candidates = generator.generate(setup.users)
+        generate_seconds = time.perf_counter() - start
         _save_candidates(candidates, out / "candidates.parquet")
-        return {"retrieval_fit_seconds": seconds, "test_users": float(len(setup.users))}
+        parts = {f"fit_seconds.{name}": value for name, value in fit.timings.items()}
+        return {"retrieval_fit_seconds": seconds, "candidates_seconds": generate_seconds, **parts, "test_users": float(len(setup.users))}
 
     def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
         config = self.config
@@ -232,20 +247,31 @@ class Pipeline:
         # Every list follows the repeat policy (``repeats``), as the candidates and the server do.
         exclude = setup.exclude_seen
         lists: dict[str, dict[str, list[str]]] = {}
-        lists["popularity"] = build_model("popularity", config).fit(setup.train).recommend(setup.users, k_max, exclude).as_dict()
-        lists["history"] = generator.history.recommend(setup.users, k_max, exclude).as_dict()
+        seconds: dict[str, float] = {}  # the time each list took for all test users (fits excluded)
+
+        def timed(name: str, make: Callable[[], dict[str, list[str]]]) -> None:
+            start = time.perf_counter()
+            lists[name] = make()
+            seconds[name] = time.perf_counter() - start
+
+        popularity = build_model("popularity", config).fit(setup.train)
+        timed("popularity", lambda: popularity.recommend(setup.users, k_max, exclude).as_dict())
+        timed("history", lambda: generator.history.recommend(setup.users, k_max, exclude).as_dict())
         if hasattr(generator, "als"):
-            lists["als"] = generator.als.recommend(setup.users, k_max, exclude).as_dict()
+            timed("als", lambda: generator.als.recommend(setup.users, k_max, exclude).as_dict())
         if vectors is not None:
-            lists["content"] = ContentRecommender(vectors, config.content.recommender).fit(setup.train).recommend(setup.users, k_max, exclude).as_dict()
+            content_model = ContentRecommender(vectors, config.content.recommender).fit(setup.train)
+            timed("content", lambda: content_model.recommend(setup.users, k_max, exclude).as_dict())
         if hasattr(generator, "two_tower"):
-            lists["two_tower"] = generator.two_tower.recommend(setup.users, k_max, exclude).as_dict()
+            timed("two_tower", lambda: generator.two_tower.recommend(setup.users, k_max, exclude).as_dict())
         if hasattr(generator, "ease"):
-            lists["ease"] = generator.ease.recommend(setup.users, k_max, exclude).as_dict()
+            timed("ease", lambda: generator.ease.recommend(setup.users, k_max, exclude).as_dict())
+        # The merged candidates were generated by the serving fold; their time is its ``candidates_seconds``.
         lists["candidates"] = {u: [c.item_id for c in candidates.get(u, [])] for u in setup.users}
         # The test users are ranked by the same engine object the server answers with.
         engine = RecommendationEngine(config, setup.train, generator, vectors, LambdaRankModel.load(ranker_dir / "ranker"))
-        lists["reranked"] = engine.rank_users(setup.users, k_max, candidates)
+        timed("reranked", lambda: engine.rank_users(setup.users, k_max, candidates))
+        (out / "timings.json").write_text(json.dumps({"list_seconds": seconds, "users": len(setup.users)}, indent=2))
         results: list[ModelEvaluation] = [score_lists(name, recs, setup, cfg) for name, recs in lists.items()]
         table = results_table(results, cfg)
         table.write_parquet(out / "table.parquet")

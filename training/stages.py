@@ -39,6 +39,7 @@ class StageResult:
     reused: bool
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    compute_seconds: float = 0.0  # the time the stage took when it was computed (kept in its marker)
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -84,7 +85,8 @@ class StageRunner:
         start = time.perf_counter()
         reused = (final / MARKER).is_file() and name not in self.force
         if reused:
-            metrics = json.loads((final / MARKER).read_text())["metrics"]
+            marker = json.loads((final / MARKER).read_text())
+            metrics, compute_seconds = marker["metrics"], float(marker.get("seconds", 0.0))
             log.info("stage %-12s reused (%s)", name, fp)
         else:
             log.info("stage %-12s running (%s)", name, fp)
@@ -92,7 +94,9 @@ class StageRunner:
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             try:
                 metrics = fn(tmp) or {}
-                (tmp / MARKER).write_text(json.dumps({"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics}, default=str, indent=2))
+                compute_seconds = time.perf_counter() - start
+                marker = {"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics, "seconds": compute_seconds}
+                (tmp / MARKER).write_text(json.dumps(marker, default=str, indent=2))
                 if final.exists():
                     shutil.rmtree(final)
                 tmp.rename(final)
@@ -100,7 +104,7 @@ class StageRunner:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         seconds = time.perf_counter() - start
-        result = StageResult(name, final, fp, reused, seconds, metrics)
+        result = StageResult(name, final, fp, reused, seconds, metrics, compute_seconds)
         self.results[name] = result
         self._track(result, inputs)
         log.info("stage %-12s done in %.1fs %s", name, seconds, _short(metrics))
