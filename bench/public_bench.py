@@ -20,7 +20,9 @@ and the plot and updates the README.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +32,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +168,23 @@ def validation_setup(dataset: Dataset, config_path: Path, setup: EvaluationSetup
 
 
 # -- the project's pipeline --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pipeline_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``flock path recsys train ...`` elsewhere takes the same one).
+
+    Args:
+        path: the lock file (created when missing).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        log.info("waiting for the pipeline lock %s", path)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_pipeline(config_path: Path, summary_path: Path) -> dict[str, Any]:
@@ -460,13 +480,11 @@ def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[Pe
         setup = prepare_evaluation(dataset, config)
         label = window if window != "last" else f"{setup.split.test_start:%Y-%m-%d}"
         setups[label] = (path, config, setup)
-        summary = run_pipeline(path, bench_dir / "runs" / f"{label}.json")
-        for model, scored in pipeline_models(config, summary, setup, k_max).items():
-            results.setdefault(model, {})[label] = scored
     first_path, first_config, first_setup = next(iter(setups.values()))
     tuning_setup = validation_setup(dataset, first_path, first_setup)
     tuning_exchange = export_split(tuning_setup, bench_dir / "exchange")
-    tuning: dict[str, Any] = {"window": f"{tuning_setup.split.test_start:%Y-%m-%d %H:%M} +{first_config.split.validation}", "users": len(tuning_setup.users), "models": {}}
+    span = f"{tuning_setup.split.test_start:%Y-%m-%d}..{tuning_setup.split.test_end - dt.timedelta(seconds=1):%Y-%m-%d}" if tuning_setup.split.test_end and tuning_setup.split.test_start else "?"
+    tuning: dict[str, Any] = {"window": span, "users": len(tuning_setup.users), "models": {}}
     for peer in peers:
         if peer.datasets is not None and name not in peer.datasets:
             log.info("%s: %s skipped (%s)", name, peer.name, peer.skip_reason or "not listed for this data set")
@@ -488,6 +506,14 @@ def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[Pe
             scored = score(peer.name, lists, setup, config, costs)
             scored.summary["notes"] = stats.get("notes", [])  # type: ignore[assignment]
             results.setdefault(peer.name, {})[label] = scored
+    # The pipeline runs last, under a lock: a `recsys train` of the same work dir started elsewhere
+    # (another benchmark, a queued run) finishes first and its stages are then reused, not raced.
+    for label, (path, config, setup) in setups.items():
+        with pipeline_lock(bench_dir / "pipeline.lock"):
+            summary = run_pipeline(path, bench_dir / "runs" / f"{label}.json")
+        for model, scored in pipeline_models(config, summary, setup, k_max).items():
+            results.setdefault(model, {})[label] = scored
+    results = {"pipeline": results.pop("pipeline"), **results}
     comparison = compare(results, spec.headline, base.evaluation.bootstrap_samples)
     peer_names = [m for m in results if m.startswith("peer:")]
     pooled = {model: pool(windows, metrics) for model, windows in results.items()}
@@ -518,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", type=Path, default=None, help="where the peers' environments live (default <hm work_dir>/peers)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "public.json")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     bench = BenchSpec.model_validate(yaml.safe_load(args.spec.read_text()))
     names = [n for n in args.datasets.split(",") if n] or list(bench.datasets)
     unknown = [n for n in names if n not in bench.datasets]
