@@ -84,6 +84,13 @@ class DatasetSpec(_Strict):
     windows: list[str] = Field(default_factory=lambda: ["last"])
 
 
+class PeerOverride(_Strict):
+    """A peer's settings on one data set, where its cost there calls for them (the reason goes in the spec)."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: list[dict[str, Any]] | None = None
+
+
 class PeerSpec(_Strict):
     """One peer model: its library, model name, fixed params and tuning grid."""
 
@@ -93,6 +100,19 @@ class PeerSpec(_Strict):
     grid: list[dict[str, Any]] = Field(default_factory=lambda: [{}])
     datasets: list[str] | None = None
     skip_reason: str = ""
+    overrides: dict[str, PeerOverride] = Field(default_factory=dict, description="per data set: params merged in, or another grid")
+
+    def for_dataset(self, dataset: str) -> PeerSpec:
+        """This peer's spec on one data set (its override applied).
+
+        Args:
+            dataset: the data set's name.
+        """
+        override = self.overrides.get(dataset)
+        if override is None:
+            return self
+        grid = override.grid if override.grid is not None else self.grid
+        return self.model_copy(update={"params": {**self.params, **override.params}, "grid": grid, "overrides": {}})
 
     @property
     def name(self) -> str:
@@ -279,6 +299,10 @@ def pipeline_models(config: ProjectConfig, summary: dict[str, Any], setup: Evalu
 # -- peers -------------------------------------------------------------------------------------------
 
 
+class PeerFailed(RuntimeError):
+    """A peer's run ended without results; the benchmark records it and goes on with the others."""
+
+
 @dataclass
 class Exchange:
     """A split exported for the peers: integer arrays on disk and the id maps back."""
@@ -355,7 +379,10 @@ def run_peer(
                 (task_dir / name).symlink_to(exchange.path / name)
         (task_dir / "task.json").write_text(json.dumps(task))
         log.info("peer %s %s on %s", peer.name, params, exchange.path.name)
-        subprocess.run([str(python), str(PEER_RUNNER), "--input", str(task_dir), "--output", str(out)], check=True)
+        proc = subprocess.run([str(python), str(PEER_RUNNER), "--input", str(task_dir), "--output", str(out)], check=False)
+        if proc.returncode != 0:
+            killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
+            raise PeerFailed(f"{peer.name} {params} exited with status {proc.returncode}{killed}")
     codes = np.load(out / "recs.npy")
     stats = json.loads((out / "stats.json").read_text())
     lists = {user: [exchange.items[c] for c in row if c >= 0] for user, row in zip(setup.users, codes.tolist())}
@@ -404,7 +431,7 @@ def metric_names(config: ProjectConfig) -> list[str]:
 
 
 def pool(windows: dict[str, Scored], metrics: list[str]) -> dict[str, Any]:
-    """Pool a model's windows: per-user metrics over every (window, user) pair, costs averaged.
+    """Pool a model's windows: per-user metrics over every (window, user) pair, the median window's costs.
 
     Args:
         windows: the model's result per window.
@@ -421,7 +448,8 @@ def pool(windows: dict[str, Scored], metrics: list[str]) -> dict[str, Any]:
     for cost in ("fit_seconds", "recommend_seconds_per_1k_users", "peak_rss_mb"):
         values = [s.costs.get(cost) for s in windows.values()]
         known = [v for v in values if v is not None]
-        out[cost] = (max(known) if cost == "peak_rss_mb" else float(np.mean(known))) if known else None
+        # The median window: one window's stages may have been timed by an earlier, busier run.
+        out[cost] = (max(known) if cost == "peak_rss_mb" else float(np.median(known))) if known else None
     return out
 
 
@@ -449,6 +477,53 @@ def compare(results: dict[str, dict[str, Scored]], headline: str, samples: int) 
 
 
 # -- the run ---------------------------------------------------------------------------------------------
+
+
+def run_peer_windows(
+    peer: PeerSpec,
+    python: Path,
+    bench: BenchSpec,
+    spec: DatasetSpec,
+    setups: dict[str, tuple[Path, ProjectConfig, EvaluationSetup]],
+    tuning_setup: EvaluationSetup,
+    tuning_config: ProjectConfig,
+    bench_dir: Path,
+    k: int,
+    results: dict[str, dict[str, Scored]],
+) -> dict[str, Any]:
+    """Tune one peer within the budget on the validation window, then fit it on every test window.
+
+    Args:
+        peer: the peer (its data set override applied).
+        python: its environment's interpreter.
+        bench: the benchmark spec (tuning budget).
+        spec: the data set (headline metric).
+        setups: label -> (config path, config, evaluation setup) of each test window.
+        tuning_setup: the validation task.
+        tuning_config: the config the validation task is scored with.
+        bench_dir: the data set's benchmark folder (exchange and peer caches).
+        k: list length.
+        results: model -> window -> scored; the peer's windows are added.
+
+    Returns:
+        The tuning record: every trial and the chosen params.
+    """
+    tuning_exchange = export_split(tuning_setup, bench_dir / "exchange")
+    trials = []
+    for point in peer.grid[: bench.tuning.budget]:
+        params = {**peer.params, **point}
+        lists, stats = run_peer(python, tuning_exchange, peer, params, tuning_setup, k, bench_dir / "peers")
+        value = score(peer.name, lists, tuning_setup, tuning_config, {}).summary[spec.headline]
+        trials.append({"params": params, spec.headline: value, "fit_seconds": stats["fit_seconds"]})
+        log.info("tuning %s %s: %s %.4f", peer.name, params, spec.headline, value)
+    best = max(trials, key=lambda t: t[spec.headline])
+    for label, (_, config, setup) in setups.items():
+        exchange = export_split(setup, bench_dir / "exchange")
+        lists, stats = run_peer(python, exchange, peer, best["params"], setup, k, bench_dir / "peers")
+        scored = score(peer.name, lists, setup, config, peer_costs(stats, len(setup.users)))
+        scored.summary["notes"] = stats.get("notes", [])  # type: ignore[assignment]
+        results.setdefault(peer.name, {})[label] = scored
+    return {"trials": trials, "chosen": best["params"]}
 
 
 def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[PeerSpec], envs: dict[str, Path]) -> dict[str, Any]:
@@ -482,30 +557,19 @@ def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[Pe
         setups[label] = (path, config, setup)
     first_path, first_config, first_setup = next(iter(setups.values()))
     tuning_setup = validation_setup(dataset, first_path, first_setup)
-    tuning_exchange = export_split(tuning_setup, bench_dir / "exchange")
     span = f"{tuning_setup.split.test_start:%Y-%m-%d}..{tuning_setup.split.test_end - dt.timedelta(seconds=1):%Y-%m-%d}" if tuning_setup.split.test_end and tuning_setup.split.test_start else "?"
     tuning: dict[str, Any] = {"window": span, "users": len(tuning_setup.users), "models": {}}
-    for peer in peers:
+    failures: dict[str, str] = {}
+    for peer in (p.for_dataset(name) for p in peers):
         if peer.datasets is not None and name not in peer.datasets:
             log.info("%s: %s skipped (%s)", name, peer.name, peer.skip_reason or "not listed for this data set")
             continue
-        python = envs[peer.library]
-        trials = []
-        for point in peer.grid[: bench.tuning.budget]:
-            params = {**peer.params, **point}
-            lists, stats = run_peer(python, tuning_exchange, peer, params, tuning_setup, k_max, bench_dir / "peers")
-            value = score(peer.name, lists, tuning_setup, first_config, {}).summary[spec.headline]
-            trials.append({"params": params, spec.headline: value, "fit_seconds": stats["fit_seconds"]})
-            log.info("%s tuning %s %s: %s %.4f", name, peer.name, params, spec.headline, value)
-        best = max(trials, key=lambda t: t[spec.headline])
-        tuning["models"][peer.name] = {"trials": trials, "chosen": best["params"]}
-        for label, (_, config, setup) in setups.items():
-            exchange = export_split(setup, bench_dir / "exchange")
-            lists, stats = run_peer(python, exchange, peer, best["params"], setup, k_max, bench_dir / "peers")
-            costs = peer_costs(stats, len(setup.users))
-            scored = score(peer.name, lists, setup, config, costs)
-            scored.summary["notes"] = stats.get("notes", [])  # type: ignore[assignment]
-            results.setdefault(peer.name, {})[label] = scored
+        try:
+            tuning["models"][peer.name] = run_peer_windows(peer, envs[peer.library], bench, spec, setups, tuning_setup, first_config, bench_dir, k_max, results)
+        except PeerFailed as exc:
+            log.error("%s: %s; the table goes on without it", name, exc)
+            failures[peer.name] = str(exc)
+            results.pop(peer.name, None)
     # The pipeline runs last, under a lock: a `recsys train` of the same work dir started elsewhere
     # (another benchmark, a queued run) finishes first and its stages are then reused, not raced.
     for label, (path, config, setup) in setups.items():
@@ -527,6 +591,7 @@ def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[Pe
         "comparison": comparison,
         "tuning": tuning,
         "notes": {m: results[m][next(iter(results[m]))].summary.get("notes", []) for m in peer_names},
+        "failures": failures,
         "seconds": time.perf_counter() - started,
     }
 

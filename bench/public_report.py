@@ -79,6 +79,8 @@ def dataset_table(name: str, data: dict[str, Any]) -> list[str]:
         chosen = "; ".join(f"{m}: {json.dumps(t['chosen'], sort_keys=True)}" for m, t in tuning["models"].items())
         lines.append(f"Peers tuned on {tuning['window']} ({tuning['users']:,} users); chosen settings: {chosen}.")
         lines.append("")
+    for model, reason in data.get("failures", {}).items():
+        lines += [f"Not in the table: {reason}.", ""]
     notes = [f"{m}: {'; '.join(n)}" for m, n in data.get("notes", {}).items() if n]
     if notes:
         lines.append("Notes: " + " | ".join(notes))
@@ -97,7 +99,8 @@ def markdown(details: dict[str, Any]) -> str:
     lines = [
         (f"Measured {details.get('date', '?')} on {machine.get('cpus', '?')} cores ({machine.get('platform', '?')}); "
         f"benchmark time {total / 60:,.0f} min (pipeline stages already trained by an earlier run are reused; fit times are "
-        f"those of the run that computed them), peer environments ready in {details.get('env_setup_seconds', 0):.0f} s."),
+        f"those of the run that computed them; with several windows, the median window's), peer environments ready in "
+        f"{details.get('env_setup_seconds', 0):.0f} s."),
         "",
     ]
     for name, data in details["datasets"].items():
