@@ -485,7 +485,9 @@ def run_peer_windows(
     bench: BenchSpec,
     spec: DatasetSpec,
     setups: dict[str, tuple[Path, ProjectConfig, EvaluationSetup]],
+    exchanges: dict[str, Exchange],
     tuning_setup: EvaluationSetup,
+    tuning_exchange: Exchange,
     tuning_config: ProjectConfig,
     bench_dir: Path,
     k: int,
@@ -499,7 +501,9 @@ def run_peer_windows(
         bench: the benchmark spec (tuning budget).
         spec: the data set (headline metric).
         setups: label -> (config path, config, evaluation setup) of each test window.
+        exchanges: label -> that window's exported split.
         tuning_setup: the validation task.
+        tuning_exchange: its exported split.
         tuning_config: the config the validation task is scored with.
         bench_dir: the data set's benchmark folder (exchange and peer caches).
         k: list length.
@@ -508,7 +512,6 @@ def run_peer_windows(
     Returns:
         The tuning record: every trial and the chosen params.
     """
-    tuning_exchange = export_split(tuning_setup, bench_dir / "exchange")
     trials = []
     for point in peer.grid[: bench.tuning.budget]:
         params = {**peer.params, **point}
@@ -518,8 +521,7 @@ def run_peer_windows(
         log.info("tuning %s %s: %s %.4f", peer.name, params, spec.headline, value)
     best = max(trials, key=lambda t: t[spec.headline])
     for label, (_, config, setup) in setups.items():
-        exchange = export_split(setup, bench_dir / "exchange")
-        lists, stats = run_peer(python, exchange, peer, best["params"], setup, k, bench_dir / "peers")
+        lists, stats = run_peer(python, exchanges[label], peer, best["params"], setup, k, bench_dir / "peers")
         scored = score(peer.name, lists, setup, config, peer_costs(stats, len(setup.users)))
         scored.summary["notes"] = stats.get("notes", [])  # type: ignore[assignment]
         results.setdefault(peer.name, {})[label] = scored
@@ -560,12 +562,17 @@ def bench_dataset(name: str, spec: DatasetSpec, bench: BenchSpec, peers: list[Pe
     span = f"{tuning_setup.split.test_start:%Y-%m-%d}..{tuning_setup.split.test_end - dt.timedelta(seconds=1):%Y-%m-%d}" if tuning_setup.split.test_end and tuning_setup.split.test_start else "?"
     tuning: dict[str, Any] = {"window": span, "users": len(tuning_setup.users), "models": {}}
     failures: dict[str, str] = {}
+    # Each split is exported once, whatever the number of peers.
+    exchanges = {label: export_split(setup, bench_dir / "exchange") for label, (_, _, setup) in setups.items()} if peers else {}
+    tuning_exchange = export_split(tuning_setup, bench_dir / "exchange") if peers else None
     for peer in (p.for_dataset(name) for p in peers):
         if peer.datasets is not None and name not in peer.datasets:
             log.info("%s: %s skipped (%s)", name, peer.name, peer.skip_reason or "not listed for this data set")
             continue
         try:
-            tuning["models"][peer.name] = run_peer_windows(peer, envs[peer.library], bench, spec, setups, tuning_setup, first_config, bench_dir, k_max, results)
+            tuning["models"][peer.name] = run_peer_windows(
+                peer, envs[peer.library], bench, spec, setups, exchanges, tuning_setup, tuning_exchange, first_config, bench_dir, k_max, results
+            )
         except PeerFailed as exc:
             log.error("%s: %s; the table goes on without it", name, exc)
             failures[peer.name] = str(exc)
