@@ -79,7 +79,8 @@ browsers:
 bench-serving:
 	$(PY) bench/load_bench.py --config $(CONFIG) $(BENCH_ARGS)
 
-## bench: serving benchmarks (trained bundle: /v1/candidates + /v1/recommendations; a 1M-item synthetic
+## bench: serving benchmarks (trained bundle: /v1/candidates at 400 req/s and /v1/recommendations at 50 req/s, 5 runs
+##        each, and the same requests answered in process for the HTTP layer's share; a 1M-item synthetic
 ##        catalogue behind an IVF index, HNSW measured beside it: /v1/candidates at 400 req/s), then the
 ##        table into bench/results/bench.md and README.md.
 ##        BENCH_WRAP="flock /work/locks/cpu.lock" serialises it with other heavy jobs on a shared machine.
@@ -87,7 +88,7 @@ BENCH_WRAP ?=
 BENCH_BUNDLE ?= artifacts/bundles
 bench:
 	$(BENCH_WRAP) $(PY) bench/load_bench.py --config $(CONFIG) --bundle $(BENCH_BUNDLE) --visitors 0 --users random --sample 1000 \
-	  --rates "" --recommend-rates "" --auto-rates 0.5,0.8 --note "H&M trained bundle" --out bench/results/serving.json
+	  --rates 400 --recommend-rates 50 --repeat 5 --auto-rates "" --note "H&M trained bundle" --out bench/results/serving.json
 	$(BENCH_WRAP) $(PY) bench/load_bench.py --config $(CONFIG) --bundle $(BENCH_BUNDLE) --visitors 0 --users heaviest \
 	  --endpoints /v1/recommendations --recommend-rates "" --auto-rates 0.5 --note "H&M trained bundle" --out bench/results/serving_heaviest.json
 	$(BENCH_WRAP) $(PY) bench/synthetic_catalogue.py --config $(CONFIG) --ann ivf --compare hnsw
@@ -134,6 +135,22 @@ peers:
 	$(PY) bench/peers/envs.py --root artifacts/peers
 
 .PHONY: benchmark peers
+
+## bench-scale: the scale ladder (bench/scale_bench.yaml): `recsys train` on synthetic H&M-shaped logs (0.1x, 1x, 10x;
+##              100x by name) and the real grocery log, each in a fresh work dir; seconds per stage and peak memory
+##              into bench/results/scale.{json,md}, the log-log plot and the README table. SCALE_ARGS="--rungs hm_x100"
+bench-scale:
+	$(BENCH_WRAP) $(PY) bench/scale_bench.py $(SCALE_ARGS)
+
+## bench-scale-serving: the serving bench on a scale rung's trained bundle (RUNG=hm_x10), as `make bench` runs the H&M one
+RUNG ?= hm_x10
+bench-scale-serving:
+	$(BENCH_WRAP) $(PY) bench/load_bench.py --config configs/synthetic_hm.yaml --bundle artifacts/scale/$(RUNG)/bundles --visitors 0 \
+	  --users random --sample 1000 --rates 400 --recommend-rates 50 --repeat 5 --auto-rates "" \
+	  --note "synthetic $(RUNG) trained bundle" --out bench/results/serving_scale_$(subst hm_,,$(RUNG)).json
+	$(PY) bench/report.py
+
+.PHONY: bench-scale bench-scale-serving
 
 lint:
 	$(VENV)/bin/ruff check recsys features training serving tests

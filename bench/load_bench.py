@@ -335,13 +335,62 @@ def default_bundle(config_path: str) -> Path:
     return ensure_bundle(load_config(ROOT / config_path))
 
 
-def workloads(port: int, users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[bytes]]:
+def bodies(users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[dict[str, object]]]:
+    """The request bodies of each endpoint, one per user (the HTTP runs and the in-process pass share them)."""
     return {
-        "/v1/candidates": [http_request("/v1/candidates", {"user_id": u, "k": candidates_k}, port) for u in users],
-        "/v1/recommendations": [
-            http_request("/v1/recommendations", {"user_id": u, "k": 12, "n_candidates": n_candidates, "details": False}, port) for u in users
-        ],
+        "/v1/candidates": [{"user_id": u, "k": candidates_k} for u in users],
+        "/v1/recommendations": [{"user_id": u, "k": 12, "n_candidates": n_candidates, "details": False} for u in users],
     }
+
+
+def workloads(port: int, users: list[str], candidates_k: int, n_candidates: int) -> dict[str, list[bytes]]:
+    return {endpoint: [http_request(endpoint, b, port) for b in body_list] for endpoint, body_list in bodies(users, candidates_k, n_candidates).items()}
+
+
+def in_process_cpu(bundle: Path, work: dict[str, list[dict[str, object]]], threads: int, repeat: int = 2) -> dict[str, dict[str, float]]:
+    """CPU per request of the same requests answered in this process, without HTTP: the app's share.
+
+    Loads the bundle as a server worker does (``threads`` CPU threads, as each of the workers
+    gets) and answers every request body of the run through the same validation and payload
+    builders the server's fast path calls (``serving.app``), timing thread CPU per request.
+
+    Args:
+        bundle: the bundle (or bundles folder) the server ran.
+        work: endpoint -> the request bodies of the run.
+        threads: CPU threads per request (``RECSYS_SERVE_THREADS`` of each worker).
+        repeat: passes over the bodies (the first warms caches and pages; the last is timed).
+
+    Returns:
+        endpoint -> {"mean_ms", "p50_ms", "p99_ms", "service_mean_ms"} (the last: the service call
+        alone, without request validation and JSON).
+    """
+    os.environ["RECSYS_SERVE_THREADS"] = str(threads)
+    from serving import schemas
+    from serving.app import _candidates_response, _query, _recommendations_response
+    from serving.reload import load_service
+
+    service = load_service(bundle)
+    answers: dict[str, tuple[Any, Any, Any]] = {
+        "/v1/candidates": (schemas.CandidatesRequest, _candidates_response, lambda b: service.candidates(_query(b))),
+        "/v1/recommendations": (schemas.RecommendationsRequest, _recommendations_response, lambda b: service.recommendations(_query(b), b.n_candidates)),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for endpoint, bodies in work.items():
+        model, answer, call = answers[endpoint]
+        payloads = [json.dumps(b).encode() for b in bodies]
+        for _ in range(repeat):
+            whole, alone = [], []
+            for payload in payloads:
+                start = time.thread_time()
+                body = model.model_validate(json.loads(payload))
+                answer(service, body)
+                whole.append(time.thread_time() - start)
+                start = time.thread_time()
+                call(body)
+                alone.append(time.thread_time() - start)
+        ms = np.asarray(whole) * 1000
+        out[endpoint] = {"mean_ms": float(ms.mean()), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "service_mean_ms": float(np.mean(alone) * 1000)}
+    return out
 
 
 def markdown(result: dict[str, object]) -> str:
@@ -355,6 +404,16 @@ def markdown(result: dict[str, object]) -> str:
     for r in result["runs"]:  # type: ignore[attr-defined]
         load = f"{int(r['load'])} conn." if r["mode"] == "closed" else f"{int(r['load'])} req/s"
         lines.append(f"| `{r['endpoint']}` | {r['mode']} | {load} | {r['requests']:,} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms', float('nan')):.2f} | {r.get('client_cpu_ms', float('nan')):.2f} | {r.get('busiest_worker_share', float('nan')):.0%} |")
+    lines.append("")
+    in_process: dict[str, dict[str, float]] = result.get("in_process") or {}  # type: ignore[assignment]
+    for endpoint, v in in_process.items():
+        served = [r["server_cpu_ms"] for r in result["runs"] if r["endpoint"] == endpoint and r.get("server_cpu_ms") == r.get("server_cpu_ms")]  # type: ignore[attr-defined]
+        server = float(np.median(served)) if served else float("nan")
+        lines.append(
+            f"`{endpoint}` in process (same requests, no HTTP): {v['mean_ms']:.2f} ms CPU per request "
+            f"({v['service_mean_ms']:.2f} ms the service call alone) against {server:.2f} ms server CPU per request "
+            f"(median of the runs): the HTTP layer is {1 - v['mean_ms'] / server:.0%} of the server's CPU."
+        )
     lines.append("")
     lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
     return "\n".join(lines) + "\n"
@@ -390,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="customers to request for: the 24 with the most purchases (/v1/users/sample: the costliest requests) "
                         "or --sample drawn at random from the bundle's customers with history (typical traffic)")
     parser.add_argument("--sample", type=int, default=1000, help="how many ids to draw with --user-template or --users random")
+    parser.add_argument("--no-in-process", dest="in_process", action="store_false",
+                        help="skip answering the same requests in this process afterwards (the HTTP layer's share)")
     parser.add_argument("--settle-load", type=float, default=1.0, help="wait for the 1-min load average to fall below this first (0: do not wait)")
     parser.add_argument("--settle-max-s", type=float, default=180.0, help="longest wait for --settle-load")
     args = parser.parse_args(argv)
@@ -428,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
                     print(runs[-1], flush=True)
         rss = server_rss_mb(process.pid)
+    in_process: dict[str, dict[str, float]] = {}
+    if args.in_process:
+        wanted_bodies = {e: b for e, b in bodies(users, args.candidates_k, args.n_candidates).items() if e in wanted}
+        in_process = in_process_cpu(bundle, wanted_bodies, max(1, (os.cpu_count() or 1) // max(args.workers, 1)))
+        for endpoint, v in in_process.items():
+            print(f"in process {endpoint}: {v['mean_ms']:.2f} ms CPU per request ({v['service_mean_ms']:.2f} ms the service call alone)", flush=True)
 
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -446,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates_k": args.candidates_k,
         "n_candidates": args.n_candidates,
         "server_rss_mb": rss,
+        "in_process": in_process,
         "runs": [asdict(r) for r in runs],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from synthetic_catalogue import BREADTH  # noqa: E402  (the index sweep's own names for its breadths)
 
 START, END = "<!-- bench:serving:start -->", "<!-- bench:serving:end -->"
-TARGETS = {"/v1/candidates": "p99 <= 20 ms at >= 400 QPS (1M items)", "/v1/recommendations": "p99 <= 60 ms"}
+TARGETS = {"/v1/candidates": "p99 <= 20 ms at >= 400 QPS", "/v1/recommendations": "p99 <= 60 ms at >= 50 QPS"}
 
 
 def _load(path: Path) -> dict | None:  # type: ignore[type-arg]
@@ -73,13 +73,14 @@ TARGET_QPS = 400  # the 1M-item /v1/candidates target rate
 def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
     """The issue's targets against the measured runs (open loop: latency includes queueing).
 
-    The 1M target is judged on the run scheduled at the target rate; the other open-loop runs
-    (fractions of the closed-loop maximum) say how far beyond it the p99 holds.
+    The ``/v1/candidates`` target is judged on the median of the runs scheduled at the target rate;
+    the other open-loop runs (fractions of the closed-loop maximum) say how far beyond it the p99
+    holds. Where the bench also answered the same requests in process, the HTTP layer's share of
+    the server's CPU is given as a ratio.
     """
     lines = []
-    syn = results.get("synthetic 1M")
-    if syn:
-        open_runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
+    for label, res in results.items():
+        open_runs = [r for r in res["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
         at_target = [r for r in open_runs if int(r["load"]) == TARGET_QPS]
         if at_target:
             # Judged on the median run: one 15-s run's p99 swings by 2x on this shared machine.
@@ -88,13 +89,23 @@ def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
             errors = sum(r["errors"] for r in at_target)
             ok = p99 <= 20 and qps >= 0.98 * TARGET_QPS and errors == 0
             each = ", ".join(f"{r['p99_ms']:.1f}" for r in at_target)
-            lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= {TARGET_QPS} QPS, 1M items: **{'met' if ok else 'not met'}** "
+            lines.append(f"- target `/v1/candidates` p99 <= 20 ms at >= {TARGET_QPS} QPS, {label}: **{'met' if ok else 'not met'}** "
                          f"(median p99 {p99:.1f} ms over {len(at_target)} run(s) of {TARGET_QPS} req/s scheduled: {each} ms; "
                          f">= {qps:.0f} QPS achieved, {errors} errors).")
+        for endpoint, v in (res.get("in_process") or {}).items():
+            served = sorted(r["server_cpu_ms"] for r in res["runs"] if r["endpoint"] == endpoint and r.get("server_cpu_ms") == r.get("server_cpu_ms"))
+            if served:
+                server = served[(len(served) - 1) // 2]
+                lines.append(f"- {label} `{endpoint}`: {v['mean_ms']:.2f} ms CPU per request in process (same requests, no HTTP; "
+                             f"{v['service_mean_ms']:.2f} ms the service call) against {server:.2f} ms server CPU per request: "
+                             f"the HTTP layer is {1 - v['mean_ms'] / server:.0%} of the server's CPU.")
+    syn = results.get("synthetic 1M")
+    if syn:
+        open_runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
         others = ", ".join(f"{int(r['load'])} req/s -> p99 {r['p99_ms']:.1f} ms" for r in open_runs if int(r["load"]) != TARGET_QPS)
         best = max((r["qps"] for r in syn["runs"] if r["mode"] == "closed"), default=0)
         lines.append(f"- 1M items, closed loop: {best:.0f} QPS sustained" + (f"; other open-loop rates: {others}." if others else "."))
-    for label in ("H&M trained", "H&M heaviest"):
+    for label in ("H&M trained", "H&M heaviest", "synthetic 10x trained", "synthetic 100x trained"):
         hm = results.get(label)
         rec = [r for r in hm["runs"] if r["endpoint"] == "/v1/recommendations" and r["mode"] == "open"] if hm else []
         for r in rec:
@@ -122,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
-    names = (("H&M trained", "serving.json"), ("H&M heaviest", "serving_heaviest.json"), ("synthetic 1M", "serving_synthetic_1m.json"))
+    names = (
+        ("H&M trained", "serving.json"), ("H&M heaviest", "serving_heaviest.json"),
+        ("synthetic 10x trained", "serving_scale_x10.json"), ("synthetic 100x trained", "serving_scale_x100.json"),
+        ("synthetic 1M", "serving_synthetic_1m.json"),
+    )
     results = [(label, r) for label, name in names if (r := _load(args.results / name))]
     if not results:
         print("no serving results yet: run `make bench`", file=sys.stderr)

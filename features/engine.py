@@ -31,6 +31,7 @@ from features.ranking_examples import (
 )
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate
+from recsys.candidates.precomputed import PrecomputedCandidates
 from recsys.candidates.query_candidates import QueryCandidates, scored
 from recsys.config import ProjectConfig
 from recsys.data.interactions import TrainingData
@@ -55,6 +56,7 @@ class RecommendationEngine:
         ranker: the trained LambdaRank model.
         encoder: embeds search words and photos into ``vectors``' space; None disables text/image queries.
         threads: CPU threads per request for LightGBM.
+        precomputed: every customer's merged candidates from training (None: all computed live).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class RecommendationEngine:
         ranker: LambdaRankModel,
         encoder: ContentEncoder | None = None,
         threads: int = 1,
+        precomputed: PrecomputedCandidates | None = None,
     ):
         self.config, self.data, self.generator, self.vectors, self.ranker = config, data, generator, vectors, ranker
         self.threads = threads
@@ -74,7 +77,7 @@ class RecommendationEngine:
             raise ValueError("the ranker was trained on other feature columns than this fold's feature builder makes")
         self.search_engine = ContentSearch(vectors, encoder, config.content.search) if vectors is not None else None
         columns = [c for c in config.data.items.columns.categorical if c in data.items.columns]
-        self.candidate_stage = QueryCandidates(generator, {c: data.items[c].cast(pl.String).to_list() for c in columns})
+        self.candidate_stage = QueryCandidates(generator, {c: data.items[c].cast(pl.String).to_list() for c in columns}, precomputed=precomputed)
         self._attributes = user_attribute_columns(config)
         # Per-request work done once here: each user's window history as arrays, the factor tables.
         self._states = UserStateLookup(data, self._attributes)

@@ -441,6 +441,16 @@ class RerankerConfig(LambdaRankParams):
     valid_share: float = Field(default=0.15, ge=0, lt=1, description="label users held out for early stopping")
 
 
+class ServingConfig(StrictModel):
+    """What `recsys train` prepares for the server beyond the models."""
+
+    precompute_candidates: int = Field(
+        default=200, ge=0,
+        description="merged candidates stored per known customer in the bundle, computed in batches at training time "
+        "(known customers are then served by a lookup up to this many); 0: every list is computed per request",
+    )
+
+
 class ProjectConfig(StrictModel):
     """The whole configuration of one project (one data set, one set of model settings)."""
 
@@ -453,6 +463,7 @@ class ProjectConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     content: ContentConfig = ContentConfig()
     reranker: RerankerConfig = RerankerConfig()
+    serving: ServingConfig = ServingConfig()
     repeats: Literal["allow", "exclude"] = Field(
         default="allow",
         description="may items a user already consumed be recommended? 'allow' where people re-buy (fashion, grocery), "

@@ -24,6 +24,7 @@ from features.content.encoders import ContentEncoder
 from features.engine import RecommendationEngine
 from recsys.bundle import Bundle, load_bundle
 from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.precomputed import PRECOMPUTED_DIR, PrecomputedCandidates
 from recsys.config import ProjectConfig
 from recsys.data import ImageStore, TrainingData
 from recsys.ranking.lambdarank import LambdaRankModel
@@ -91,7 +92,7 @@ class BundleService:
         faiss.omp_set_num_threads(self.threads)
         self.engine = RecommendationEngine(
             self.config, self.data, CandidateGenerator.load(path / "generator"), vectors,
-            LambdaRankModel.load(path / "ranker"), self._encoder(), self.threads,
+            LambdaRankModel.load(path / "ranker"), self._encoder(), self.threads, self._precomputed(),
         )
         root = bundle.manifest.get("image_root")
         self.images = ImageStore(Path(root) if root else None, bundle.manifest.get("image_template", "{item_id}.jpg"))
@@ -104,6 +105,13 @@ class BundleService:
     def load(cls, path: Path, version: str | None = None) -> BundleService:
         """Verify (checksums) and load a bundle directory or the ``latest`` under a bundles folder."""
         return cls(load_bundle(path, version))
+
+    def _precomputed(self) -> PrecomputedCandidates | None:
+        folder = self.bundle.path / PRECOMPUTED_DIR
+        if not folder.is_dir():
+            log.info("bundle has no precomputed candidates: every customer's list is computed per request")
+            return None
+        return PrecomputedCandidates.load(folder)
 
     def _encoder(self) -> ContentEncoder | None:
         heads = self.bundle.path / "content_heads"

@@ -194,7 +194,7 @@ _serve_args.run = _serve  # type: ignore[attr-defined]
 @command("train", "run every stage end to end (resumable), log to MLflow, write a verified model bundle")
 def _train_args(parser: argparse.ArgumentParser) -> None:
     _config_arg(parser)
-    parser.add_argument("--force", default="", help="comma-separated stage names to recompute (content,label_fold,reranker,serving_fold,evaluate)")
+    parser.add_argument("--force", default="", help="comma-separated stage names to recompute (content,label_fold,label_fold_2,label_fold_3,reranker,serving_fold,evaluate,precompute)")
     parser.add_argument("--no-bundle", action="store_true", help="stop after the evaluation: no bundle is written (benchmarks)")
     parser.add_argument("--summary", type=Path, help="write the run's stages (folders, seconds, reuse) and peak memory here as JSON")
 

@@ -41,6 +41,7 @@ from recsys.atomic import atomic_path
 from recsys.bundle import Bundle, remove_unfinished, write_bundle
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate
+from recsys.candidates.precomputed import PRECOMPUTED_DIR, PrecomputedCandidates
 from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.evaluation.bootstrap import paired_bootstrap
@@ -142,11 +143,18 @@ class Pipeline:
             print(format_table(table))
             log_metrics({f"{r['model']}.{m}": r[m] for r in table.to_dicts() for m in ("map@12", "recall@12", "ndcg@12", "recall@100") if m in r})
             log_metrics(evaluation.metrics)
+            precomputed = None
+            if write_bundle and config.serving.precompute_candidates > 0:
+                precomputed = runner.run(
+                    "precompute",
+                    {"serving_fold": serving_fold.fingerprint, "depth": config.serving.precompute_candidates},
+                    lambda out: self._precompute(out, serving_fold.path),
+                )
             if not write_bundle:
                 seconds = time.perf_counter() - start
                 log.info("stopped after the evaluation (no bundle) in %.0fs", seconds)
                 return PipelineOutcome(None, table, runner.results, parent.info.run_id, seconds)
-            bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, parent.info.run_id)
+            bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, precomputed, parent.info.run_id)
             mlflow.set_tag("bundle_version", bundle.version)
             model_version = register_bundle(config, bundle.path, bundle.version, parent.info.run_id, evaluation.metrics)
             if model_version is not None:
@@ -237,6 +245,16 @@ class Pipeline:
         parts = {f"fit_seconds.{name}": value for name, value in fit.timings.items()}
         return {"retrieval_fit_seconds": seconds, "candidates_seconds": generate_seconds, **parts, "test_users": float(len(setup.users))}
 
+    def _precompute(self, out: Path, fold_dir: Path) -> dict[str, float]:
+        """Every known customer's merged candidates, for the server to look up (see recsys/candidates/precomputed.py)."""
+        generator = CandidateGenerator.load(fold_dir / "generator")
+        start = time.perf_counter()
+        table = PrecomputedCandidates.build(generator, self.config.serving.precompute_candidates)
+        seconds = time.perf_counter() - start
+        table.save(out / PRECOMPUTED_DIR)
+        users = len(table.rows)
+        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1)}
+
     def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
         config = self.config
         cfg = config.evaluation
@@ -307,7 +325,15 @@ class Pipeline:
         }
 
     def _bundle(
-        self, dataset: Dataset, setup: EvaluationSetup, content: StageResult, serving: StageResult, ranker: StageResult, evaluation: StageResult, run_id: str
+        self,
+        dataset: Dataset,
+        setup: EvaluationSetup,
+        content: StageResult,
+        serving: StageResult,
+        ranker: StageResult,
+        evaluation: StageResult,
+        precomputed: StageResult | None,
+        run_id: str,
     ) -> Bundle:
         """Everything the server needs, self-contained except the photos (served from the image root)."""
         config = self.config
@@ -324,6 +350,8 @@ class Pipeline:
                 shutil.copytree(content_info["heads_dir"], d / "content_heads")
             shutil.copytree(serving.path / "generator", d / "generator")
             shutil.copytree(ranker.path / "ranker", d / "ranker")
+            if precomputed is not None:
+                shutil.copytree(precomputed.path / PRECOMPUTED_DIR, d / PRECOMPUTED_DIR)
             if (content.path / "item_vectors.npz").is_file():
                 shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
             shutil.copy2(evaluation.path / "table.parquet", d / "evaluation.parquet")

@@ -15,6 +15,7 @@ import numpy as np
 
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate, merge_user
+from recsys.candidates.precomputed import PrecomputedCandidates
 from recsys.query import InvalidQueryError, Query, ScoredItem, UnknownItemsError
 
 FILTER_HEADROOM = 4  # a filter or the repeat policy removes items: merge this many times more first
@@ -28,10 +29,24 @@ class QueryCandidates:
         filter_values: catalogue column -> value per item row (as strings; None when missing): the
             columns a query may filter on.
         exclude_seen: the repeat policy for queries that do not set their own (default: the generator's).
+        precomputed: every customer's merged list, computed in training (known customers are served
+            from it up to its depth); None computes every list live.
+
+    Raises:
+        ValueError: ``precomputed`` was built from another fold.
     """
 
-    def __init__(self, generator: CandidateGenerator, filter_values: Mapping[str, Sequence[str | None]], exclude_seen: bool | None = None):
+    def __init__(
+        self,
+        generator: CandidateGenerator,
+        filter_values: Mapping[str, Sequence[str | None]],
+        exclude_seen: bool | None = None,
+        precomputed: PrecomputedCandidates | None = None,
+    ):
+        if precomputed is not None and not precomputed.matches(generator):
+            raise ValueError("precomputed candidates belong to another fold (customers or items differ from the generator's)")
         self.generator = generator
+        self.precomputed = precomputed
         self.default_exclude_seen = generator.exclude_seen if exclude_seen is None else exclude_seen
         self.item_index = generator.history.item_index
         self.user_index = generator.history.user_index
@@ -79,10 +94,13 @@ class QueryCandidates:
             wanted: candidates needed after filtering.
 
         Returns:
-            ``max(wanted, size)``, times ``FILTER_HEADROOM`` when the query filters or excludes seen items.
+            ``max(wanted, size)``, times ``FILTER_HEADROOM`` when the query filters or excludes seen
+            items that the generator's lists still hold (under the ``exclude`` repeat policy its
+            sources already leave a customer's history out; this visit's items they do not).
         """
         size = max(wanted, self.generator.config.size)
-        return size * FILTER_HEADROOM if query.filters or self.excludes_seen(query) else size
+        removes_seen = self.excludes_seen(query) and (not self.generator.exclude_seen or bool(query.recent_item_ids))
+        return size * FILTER_HEADROOM if query.filters or removes_seen else size
 
     def merged(self, query: Query, size: int, search_hits: list[str] | None = None) -> list[Candidate]:
         """The query's merged candidates before filters.
@@ -103,6 +121,8 @@ class QueryCandidates:
         gen = self.generator
         if self.knows(query.user_id):
             assert query.user_id is not None
+            if self.precomputed is not None and size <= self.precomputed.depth:
+                return self.precomputed.lookup(self.user_index.get(query.user_id), size)  # type: ignore[arg-type]
             return gen.generate([query.user_id], size)[query.user_id]
         if (query.text is not None or query.image is not None) and search_hits is None:
             field = "text" if query.text is not None else "image"

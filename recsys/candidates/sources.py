@@ -21,7 +21,7 @@ from recsys.evaluation.metrics import top_k_indices
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import ScoringRecommender
 from recsys.models.history import HistoryRecommender
-from recsys.models.implicit_models import ItemKNNRecommender
+from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
 
 SourceLists = dict[str, list[str]]
 
@@ -92,8 +92,38 @@ def model_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> S
     return model.recommend(list(user_ids), k, exclude_seen=False).as_dict()
 
 
+def factor_lists(index: ItemIndex, model: ALSRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+    """Top-k of a factor model (ALS ...) for a batch of users, by exact search over its item factors.
+
+    FAISS's blocked exact search is ~10x cheaper per user than a dense score matrix and a
+    partition over the catalogue; users the model does not know get its own (popularity) answer.
+
+    Args:
+        index: an exact index over the model's item factors (rows in the model's item order).
+        model: the fitted factor model (``user_index``, ``user_factors``).
+        user_ids: users.
+        k: list length.
+
+    Returns:
+        user id -> ``k`` item ids.
+    """
+    users = list(user_ids)
+    rows = model.user_index.lookup(users)
+    known = rows >= 0
+    out: SourceLists = {}
+    if known.any():
+        found = index.search_ids(model.user_factors[rows[known]], k, batch_exact=True)
+        out.update(zip([u for u, ok in zip(users, known) if ok], found))
+    if not known.all():
+        out.update(model_lists(model, [u for u, ok in zip(users, known) if not ok], k))
+    return {u: out[u] for u in users}
+
+
 def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndarray, k: int) -> SourceLists:
     """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors).
+
+    A batch of users (training folds, the precomputed table) is searched exactly by matrix
+    products (:meth:`ItemIndex.search_exact`); a request's single user walks the index.
 
     Args:
         index: the item index.
@@ -104,7 +134,7 @@ def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndar
     Returns:
         user id -> nearest item ids.
     """
-    return dict(zip(user_ids, index.search_ids(user_vectors, k)))
+    return dict(zip(user_ids, index.search_ids(user_vectors, k, batch_exact=True)))
 
 
 def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int) -> SourceLists:
@@ -126,11 +156,16 @@ def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_
     out: SourceLists = {}
     for start in range(0, len(rows), 512):
         part = rows[start : start + 512]
-        scores = np.asarray((recent_items(history, part, recent) @ knn.similarity).todense(), dtype=np.float32)
-        top = top_k_indices(scores, k)
+        # The product stays sparse (a few hundred neighbours per user, not the catalogue): rank
+        # each row's stored scores, best first, ties to the lower item row.
+        scores = (recent_items(history, part, recent) @ knn.similarity).tocsr()
         for j, user in enumerate(user_ids[start : start + 512]):
-            keep = top[j][scores[j, top[j]] > 0]
-            out[user] = knn.item_index.ids[keep].tolist()
+            lo, hi = scores.indptr[j], scores.indptr[j + 1]
+            cols, vals = scores.indices[lo:hi], scores.data[lo:hi].astype(np.float32)
+            keep = vals > 0
+            cols, vals = cols[keep], vals[keep]
+            order = np.lexsort((cols, -vals))[:k]
+            out[user] = knn.item_index.ids[cols[order]].tolist()
     return out
 
 
@@ -152,7 +187,7 @@ def content_lists(
     centroid = np.asarray(weights @ content, dtype=np.float32)
     norms = np.linalg.norm(centroid, axis=1, keepdims=True)
     centroid = centroid / np.maximum(norms, 1e-12)
-    lists = index.search_ids(centroid, k)
+    lists = index.search_ids(centroid, k, batch_exact=True)
     return {u: (items if n > 0 else []) for u, items, n in zip(user_ids, lists, norms[:, 0])}
 
 

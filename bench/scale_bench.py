@@ -1,0 +1,312 @@
+"""The scale ladder (`make bench-scale`): how the cost of `recsys train` grows with the log.
+
+Each rung of ``bench/scale_bench.yaml`` is one ``recsys train`` (what ``make train`` runs) of a
+project config on a log of a given size, in its own fresh work dir under ``artifacts/scale/<rung>``:
+synthetic H&M-shaped logs (bench/synthetic_log.py, generated when missing) at 0.1x to 100x of the
+H&M week, and the real Complete Journey grocery log. For every rung it records the log's size
+(purchases, customers, items), every stage's seconds, the whole run's wall and CPU seconds, and
+its peak memory: the largest resident set of the process tree, sampled every 0.5 s, and the
+kernel's own high-water mark of the training process. Results accumulate by rung in
+``bench/results/scale.json`` (a partial run keeps the other rungs), then ``scale.md``, a log-log
+plot of stage time against purchases and the README section between the scale markers are rewritten.
+
+    .venv/bin/python bench/scale_bench.py                       # the default rungs
+    .venv/bin/python bench/scale_bench.py --rungs hm_x100       # one rung by name
+    .venv/bin/python bench/scale_bench.py --report              # only rewrite the report
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+import yaml  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from recsys.atomic import write_json  # noqa: E402
+from recsys.config import ProjectConfig, load_config  # noqa: E402
+from recsys.data.loading import read_table  # noqa: E402
+
+START, END = "<!-- bench:scale:start -->", "<!-- bench:scale:end -->"
+PLOT = "scale_stage_seconds.png"
+STAGE_ORDER = ("content", "label_fold", "label_fold_2", "label_fold_3", "reranker", "serving_fold", "evaluate", "precompute", "bundle")
+
+
+class RungSpec(BaseModel):
+    """One rung: a project config and, for a synthetic log, its scale (purchases relative to the H&M week)."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: str
+    synthetic_scale: float | None = Field(default=None, gt=0)
+    default: bool = True
+
+
+class ScaleSpec(BaseModel):
+    """bench/scale_bench.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    rungs: dict[str, RungSpec]
+
+
+# -- one rung ------------------------------------------------------------------------------------------
+
+
+def synthetic_dir(name: str) -> Path:
+    """Where a synthetic rung's log lives (outside git: artifacts/ is ignored)."""
+    return ROOT / "artifacts" / "synthetic" / name
+
+
+def ensure_synthetic(name: str, scale: float) -> Path:
+    """Generate the rung's synthetic log unless a finished one of the same scale is there.
+
+    Args:
+        name: the rung (its folder name).
+        scale: purchases relative to the H&M week.
+
+    Returns:
+        The log's folder.
+    """
+    out = synthetic_dir(name)
+    stats = out / "synthetic.json"
+    if stats.is_file() and json.loads(stats.read_text())["plan"]["scale"] == scale:
+        return out
+    print(f"[{name}] generating the synthetic log at {scale}x ...", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "synthetic_log.py"), "--scale", str(scale), "--out", str(out)], check=True)
+    return out
+
+
+def log_facts(config: ProjectConfig) -> dict[str, int]:
+    """The log's size as the config reads it: purchases, customers, items bought, catalogue rows.
+
+    Args:
+        config: the rung's project config (column names come from it).
+
+    Returns:
+        Counts.
+    """
+    inter, items = config.data.interactions, config.data.items
+    path = config.data.resolve(inter.path)
+    assert path is not None
+    user, item = inter.columns.user_id, inter.columns.item_id
+    if path.suffix == ".parquet":
+        log = pl.scan_parquet(path).select(pl.len().alias("n"), pl.col(user).n_unique().alias("u"), pl.col(item).n_unique().alias("i")).collect()
+    else:
+        frame = read_table(path, inter)
+        log = frame.select(pl.len().alias("n"), pl.col(user).n_unique().alias("u"), pl.col(item).n_unique().alias("i"))
+    catalogue_path = config.data.resolve(items.path)
+    catalogue = 0
+    if catalogue_path is not None and catalogue_path.is_file():
+        catalogue = pl.scan_parquet(catalogue_path).select(pl.len()).collect().item() if catalogue_path.suffix == ".parquet" else read_table(catalogue_path, items).height
+    return {"purchases": int(log["n"][0]), "customers": int(log["u"][0]), "items": int(log["i"][0]), "catalogue": int(catalogue)}
+
+
+class TreeMemory:
+    """Samples the summed resident memory of a process and its descendants (the peak is kept)."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        self.pid, self.every, self.peak_mb = pid, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        pids, frontier = [self.pid], [self.pid]
+        while frontier:
+            parent = frontier.pop()
+            try:
+                children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            except OSError:
+                continue
+            pids += [int(c) for c in children]
+            frontier += [int(c) for c in children]
+        return pids
+
+    def _run(self) -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while not self._stop.wait(self.every):
+            total = 0.0
+            for pid in self._tree():
+                try:
+                    total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mb
+                except (OSError, IndexError, ValueError):
+                    continue
+            self.peak_mb = max(self.peak_mb, total)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_mb
+
+
+def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[str, Any]:
+    """Train one rung end to end and measure it.
+
+    Args:
+        name: the rung.
+        spec: its spec.
+        work_root: artifacts/scale (each rung's work dir below it).
+        resume: keep the rung's work dir (finished stages are reused; their seconds are the
+            compute seconds recorded when they ran) instead of starting fresh.
+
+    Returns:
+        The rung's record for scale.json.
+    """
+    env = dict(os.environ)
+    if spec.synthetic_scale is not None:
+        env["RECSYS_SYNTHETIC_DIR"] = str(ensure_synthetic(name, spec.synthetic_scale))
+    work = work_root / name
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    env["RECSYS_WORK_DIR"] = str(work)
+    os.environ.update({k: env[k] for k in ("RECSYS_SYNTHETIC_DIR", "RECSYS_WORK_DIR") if k in env})
+    config = load_config(ROOT / spec.config)
+    facts = log_facts(config)
+    print(f"[{name}] {facts['purchases']:,} purchases, {facts['customers']:,} customers, {facts['items']:,} items; training in {work}", flush=True)
+    summary_path = work / "summary.json"
+    command = [str(ROOT / ".venv" / "bin" / "recsys"), "train", "--config", str(ROOT / spec.config), "--summary", str(summary_path)]
+    started = time.perf_counter()
+    with open(work / "train.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        memory = TreeMemory(proc.pid)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        tree_peak = memory.stop()
+    wall = time.perf_counter() - started
+    record: dict[str, Any] = {
+        "rung": name, "config": spec.config, "synthetic_scale": spec.synthetic_scale, **facts,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "returncode": proc.returncode,
+        "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mb": round(max(tree_peak, usage.ru_maxrss / 1024), 1), "peak_rss_process_mb": round(usage.ru_maxrss / 1024, 1),
+        "log": str(work / "train.log"),
+    }
+    if proc.returncode != 0:
+        tail = (work / "train.log").read_text().splitlines()[-15:]
+        record["error"] = "\n".join(tail)
+        print(f"[{name}] FAILED (exit {proc.returncode}); see {work / 'train.log'}", flush=True)
+        return record
+    summary = json.loads(summary_path.read_text())
+    stages = {s: round(v["compute_seconds"] if v["reused"] else v["seconds"], 1) for s, v in summary["stages"].items()}
+    stages["bundle"] = round(max(0.0, summary["seconds"] - sum(v["seconds"] for v in summary["stages"].values())), 1)
+    record["stages"] = stages
+    record["pipeline_seconds"] = round(summary["seconds"], 1)
+    record["reused"] = [s for s, v in summary["stages"].items() if v["reused"]]
+    record["metrics"] = summary["stages"].get("evaluate", {}).get("metrics", {})
+    print(f"[{name}] done in {wall:,.0f} s, peak {record['peak_rss_mb']:,.0f} MB: " + ", ".join(f"{s} {v:,.0f}s" for s, v in stages.items()), flush=True)
+    return record
+
+
+# -- the report ----------------------------------------------------------------------------------------
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README table: one row per rung, smallest log first."""
+    rungs = sorted(results["rungs"].values(), key=lambda r: r["purchases"])
+    stages = [s for s in STAGE_ORDER if any(s in r.get("stages", {}) for r in rungs)]
+    lines = [
+        f"Scale ladder (`make bench-scale`), {results['machine']}. One `recsys train` per rung in a fresh work dir; "
+        "seconds per stage, the whole run's wall and CPU seconds, and the peak resident memory of the process tree.",
+        "",
+        "| rung | purchases | customers | items | " + " | ".join(f"{s} s" for s in stages) + " | total s | CPU s | peak RSS MB |",
+        "|---|" + "---:|" * (len(stages) + 6),
+    ]
+    for r in rungs:
+        if r.get("returncode", 0) != 0:
+            cells = ["failed"] * len(stages)
+        else:
+            cells = [f"{r['stages'][s]:,.0f}" if s in r["stages"] else "" for s in stages]
+        lines.append(
+            f"| {r['rung']} | {r['purchases']:,} | {r['customers']:,} | {r['items']:,} | " + " | ".join(cells)
+            + f" | {r['wall_seconds']:,.0f} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+        )
+    lines += ["", f"![stage seconds against purchases](bench/results/{PLOT})", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Log-log plot of each stage's seconds (and the total) against purchases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = sorted((r for r in results["rungs"].values() if r.get("returncode", 0) == 0), key=lambda r: r["purchases"])
+    if not rungs:
+        return
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    x = [r["purchases"] for r in rungs]
+    for stage in [s for s in STAGE_ORDER if any(s in r["stages"] for r in rungs)]:
+        points = [(r["purchases"], r["stages"][stage]) for r in rungs if r["stages"].get(stage, 0) > 0]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=stage)
+    ax.plot(x, [r["wall_seconds"] for r in rungs], marker="s", color="black", linewidth=2.5, label="total (wall)")
+    if len(x) > 1:  # the linear reference through the smallest rung's total
+        ax.plot([x[0], x[-1]], [rungs[0]["wall_seconds"], rungs[0]["wall_seconds"] * x[-1] / x[0]], "k:", label="linear in purchases")
+    for r in rungs:
+        ax.annotate(r["rung"], (r["purchases"], r["wall_seconds"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="purchases in the log", ylabel="seconds", title="recsys train: stage time against log size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(results: dict[str, Any], results_dir: Path, readme: Path) -> str:
+    """Write scale.md, the plot and the README section (between the scale markers)."""
+    text = markdown(results)
+    (results_dir / "scale.md").write_text(text)
+    plot(results, results_dir / PLOT)
+    content = readme.read_text() if readme.is_file() else ""
+    if START in content and END in content:
+        head, rest = content.split(START, 1)
+        readme.write_text(f"{head}{START}\n{text}{END}{rest.split(END, 1)[1]}")
+    else:
+        print(f"{readme}: no {START} ... {END} markers; README left alone", file=sys.stderr)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", type=Path, default=ROOT / "bench" / "scale_bench.yaml")
+    parser.add_argument("--rungs", default="", help="comma-separated rung names (default: the rungs marked default)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
+    parser.add_argument("--work-root", type=Path, default=ROOT / "artifacts" / "scale")
+    parser.add_argument("--resume", action="store_true", help="reuse each rung's finished stages instead of a fresh work dir")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report from the results file")
+    args = parser.parse_args(argv)
+    spec = ScaleSpec.model_validate(yaml.safe_load(args.spec.read_text()))
+    names = [n for n in args.rungs.split(",") if n] or [n for n, r in spec.rungs.items() if r.default]
+    unknown = sorted(set(names) - set(spec.rungs))
+    if unknown:
+        parser.error(f"unknown rung(s) {', '.join(unknown)}; {args.spec} has {', '.join(spec.rungs)}")
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"rungs": {}}
+    results["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    if not args.report:
+        for name in names:
+            results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume)
+            write_json(args.out, results)  # after every rung: a stopped ladder keeps what it measured
+    print(write_report(results, args.out.parent, ROOT / "README.md"))
+    failed = [n for n in names if results["rungs"].get(n, {}).get("returncode", 0) != 0]
+    return 1 if failed and not args.report else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Precomputed candidates: the table a bundle serves known customers from, and the batch searches that make it.
+
+Protects: the table holds exactly what the batch generator made (items, fused scores, per-source
+ranks) and survives a save/load as memory-mapped arrays; queries read it only where it answers
+them (known customer, no filter, within its depth) and compute the rest live; a table from
+another fold is refused; the exact batch searches (two-tower / content index, ALS factors,
+sparse co-purchase) return the true top-k.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.candidates import sources as src
+from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.precomputed import PrecomputedCandidates
+from recsys.candidates.query_candidates import QueryCandidates
+from recsys.config import IndexConfig, ProjectConfig
+from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.index.faiss_index import ItemIndex
+from recsys.query import Query
+from recsys.registry import build_model
+from tests.conftest import make_shop, shop_config, write_standin_vectors
+
+TWO_TOWER = {"id_dim": 8, "category_dim": 4, "hidden": [16], "output_dim": 8, "batch_size": 32, "max_epochs": 2, "validation_k": 10}
+DEPTH = 25
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> CandidateGenerator:
+    tmp = tmp_path_factory.mktemp("precomputed")
+    config: ProjectConfig = shop_config(
+        make_shop(tmp / "shop", n_users=80, n_items=40), tmp / "work",
+        # 40 items over an exact_max_items of 10: the two-tower and content indexes are HNSW graphs.
+        retrieval={"two_tower": TWO_TOWER, "candidates": {"size": 20, "per_source": 15, "product_column": "product_type"}, "index": {"exact_max_items": 10}},
+    )
+    ds = load_dataset(config.data)
+    write_standin_vectors(config, ds.items)
+    split = split_by_time(ds.interactions, config.split)
+    model = build_model("candidates", config)
+    assert isinstance(model, CandidateGenerator)
+    return model.fit(TrainingData.build(split.history, ds.items, ds.users, as_of=split.test_start))
+
+
+@pytest.fixture(scope="module")
+def table(generator: CandidateGenerator) -> PrecomputedCandidates:
+    return PrecomputedCandidates.build(generator, DEPTH, batch_size=32)  # several batches
+
+
+def test_table_holds_what_the_batch_generator_makes(generator: CandidateGenerator, table: PrecomputedCandidates) -> None:
+    users = generator.history.user_index.ids.tolist()
+    made = generator.generate(users, DEPTH)
+    assert table.rows.shape == (len(users), DEPTH)
+    for row, user in enumerate(users):
+        got = table.lookup(row, DEPTH)
+        assert [c.item_id for c in got] == [c.item_id for c in made[user]]
+        assert [c.ranks for c in got] == [c.ranks for c in made[user]]
+        np.testing.assert_allclose([c.score for c in got], [c.score for c in made[user]], rtol=1e-6)
+    assert [c.item_id for c in table.lookup(0, 5)] == [c.item_id for c in table.lookup(0, DEPTH)[:5]], "a shorter list is a prefix"
+
+
+def test_save_and_load_memory_mapped(table: PrecomputedCandidates, generator: CandidateGenerator, tmp_path: Path) -> None:
+    table.save(tmp_path / "pc")
+    loaded = PrecomputedCandidates.load(tmp_path / "pc")
+    assert isinstance(loaded.rows, np.memmap), "workers share the table through the page cache"
+    assert loaded.matches(generator) and loaded.sources == table.sources
+    for row in (0, len(table.rows) - 1):
+        assert loaded.lookup(row, DEPTH) == table.lookup(row, DEPTH)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "no temp folder left behind"
+
+
+def test_queries_read_the_table_only_where_it_answers_them(generator: CandidateGenerator, table: PrecomputedCandidates, monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = QueryCandidates(generator, {"product_type": ["x"] * len(generator.history.item_index)}, precomputed=table)
+    user = generator.history.user_index.ids[3]
+    calls: list[int] = []
+    live = generator.generate
+    monkeypatch.setattr(generator, "generate", lambda users, size=None: calls.append(size) or live(users, size))
+    assert stage.merged(Query(user_id=user, k=10), DEPTH) == table.lookup(3, DEPTH)
+    assert calls == [], "a known customer within the table's depth is a lookup"
+    stage.merged(Query(user_id=user, k=10), DEPTH + 1)
+    assert calls == [DEPTH + 1], "a longer list is computed live"
+    filtered = Query(user_id=user, k=10, filters={"product_type": ["x"]})
+    assert stage.size_for(filtered, 10) > DEPTH, "a filtered query merges more than the table holds, so it goes live"
+
+
+def test_a_table_of_another_fold_is_refused(generator: CandidateGenerator, table: PrecomputedCandidates) -> None:
+    other = PrecomputedCandidates(table.item_ids, table.sources, table.rows, table.scores, table.ranks, "0" * 16)
+    with pytest.raises(ValueError, match="another fold"):
+        QueryCandidates(generator, {}, precomputed=other)
+
+
+def test_exact_batch_search_of_an_hnsw_index_is_the_true_top_k() -> None:
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((300, 12)).astype(np.float32)
+    queries = rng.standard_normal((40, 12)).astype(np.float32)
+    index = ItemIndex.build(np.array([f"i{j}" for j in range(300)]), items, IndexConfig(exact_max_items=10))
+    assert index.kind == "hnsw"
+    rows, scores = index.search_exact(queries, 15)
+    truth = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(np.sort(rows, axis=1), np.sort(truth, axis=1))
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ items.T, truth, axis=1), rtol=1e-5)
+    assert index.search_ids(queries, 15, batch_exact=True) == [index.item_ids[r].tolist() for r in rows]
+
+
+def test_batch_als_and_copurchase_lists_are_the_true_top_k(generator: CandidateGenerator) -> None:
+    users = generator.history.user_index.ids.tolist()
+    als = generator.als
+    batch = src.factor_lists(generator._als_exact(), als, users + ["nobody"], 10)
+    assert batch["nobody"] == src.model_lists(als, ["nobody"], 10)["nobody"], "an unknown user gets the model's own fallback"
+    for user in users[:20]:
+        scores = als.item_factors @ als.user_factors[als.user_index.get(user)]
+        assert set(batch[user]) == set(als.item_index.ids[np.argsort(-scores, kind="stable")[:10]])
+    rows = generator.history.user_index.lookup(users)
+    dense = np.asarray((src.recent_items(generator.history, rows, 3) @ generator.knn.similarity).todense(), dtype=np.float32)
+    lists = src.copurchase_lists(generator.knn, generator.history, users, 10, 3)
+    for j, user in enumerate(users):
+        order = np.lexsort((np.arange(dense.shape[1]), -dense[j]))[:10]
+        assert lists[user] == generator.knn.item_index.ids[order[dense[j, order] > 0]].tolist()
