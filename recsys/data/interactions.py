@@ -46,6 +46,13 @@ class IdIndex:
         """
         return np.fromiter((self._pos.get(k, missing) for k in keys), dtype=np.int64, count=len(keys))
 
+    @cached_property
+    def id_order(self) -> np.ndarray:
+        """Each row's place when the ids are sorted as strings (ties broken by id, as Python sorts them)."""
+        order = np.empty(len(self.ids), dtype=np.int64)
+        order[np.argsort(self.ids, kind="stable")] = np.arange(len(self.ids))
+        return order
+
 
 @dataclass
 class TrainingData:

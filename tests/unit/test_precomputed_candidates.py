@@ -16,10 +16,12 @@ import pytest
 
 from recsys.candidates import sources as src
 from recsys.candidates.generator import CandidateGenerator
+from recsys.candidates.merge import merge_arrays, merge_user
 from recsys.candidates.precomputed import PrecomputedCandidates
 from recsys.candidates.query_candidates import QueryCandidates
 from recsys.config import IndexConfig, ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.data.interactions import IdIndex
 from recsys.index.faiss_index import ItemIndex
 from recsys.query import Query
 from recsys.registry import build_model
@@ -119,3 +121,26 @@ def test_batch_als_and_copurchase_lists_are_the_true_top_k(generator: CandidateG
     for j, user in enumerate(users):
         order = np.lexsort((np.arange(dense.shape[1]), -dense[j]))[:10]
         assert lists[user] == generator.knn.item_index.ids[order[dense[j, order] > 0]].tolist()
+
+
+def test_vectorised_merge_is_merge_user_exactly() -> None:
+    """Same items, order (score, best rank, then id as a string), bit-identical sums, ranks; duplicates and zero weights."""
+    rng = np.random.default_rng(1)
+    ids = np.array([f"item{j}" for j in rng.permutation(60)])  # row order differs from string order
+    index = IdIndex(ids)
+    users = [f"u{i}" for i in range(30)]
+    per_source = {
+        source: {u: rng.choice(ids, size=rng.integers(0, 25)).tolist() for u in users if rng.random() > 0.1}  # repeats, gaps, missing users
+        for source in ("a", "b", "c")
+    }
+    weights = {"a": 1.0, "b": 0.0, "c": 2.5}
+    merged = merge_arrays(per_source, users, 12, weights, 10.0, index)
+    assert merged.sources == ["a", "b", "c"]
+    for i, user in enumerate(users):
+        expected = merge_user({s: lists.get(user, []) for s, lists in per_source.items()}, 12, weights, 10.0)
+        kept = merged.rows[i] >= 0
+        assert ids[merged.rows[i][kept]].tolist() == [c.item_id for c in expected]
+        assert merged.scores[i][kept].tolist() == [c.score for c in expected], "the same float sums, bit for bit"
+        assert [{s: int(r) for s, r in zip(merged.sources, row) if r} for row in merged.ranks[i][kept]] == [c.ranks for c in expected]
+    with pytest.raises(KeyError, match="not in the item index"):
+        merge_arrays({"a": {"u0": ["nope"]}}, ["u0"], 5, {}, 10.0, index)
