@@ -18,6 +18,7 @@ plot of stage time against purchases and the README section between the scale ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,21 @@ def log_facts(config: ProjectConfig) -> dict[str, int]:
     return {"purchases": int(log["n"][0]), "customers": int(log["u"][0]), "items": int(log["i"][0]), "catalogue": int(catalogue)}
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then put the old values back."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class TreeMemory:
     """Samples the summed resident memory of a process and its descendants (the peak is kept)."""
 
@@ -174,9 +191,11 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[s
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     env["RECSYS_WORK_DIR"] = str(work)
-    os.environ.update({k: env[k] for k in ("RECSYS_SYNTHETIC_DIR", "RECSYS_WORK_DIR") if k in env})
-    config = load_config(ROOT / spec.config)
-    facts = log_facts(config)
+    with _environ({k: env[k] for k in ("RECSYS_SYNTHETIC_DIR", "RECSYS_WORK_DIR") if k in env}):
+        config = load_config(ROOT / spec.config)  # paths in it expand these variables
+        if config.work_path.resolve() != work.resolve():
+            raise ValueError(f"{spec.config}: work_dir {config.work_dir!r} does not follow RECSYS_WORK_DIR, so the rung would not train in a fresh work dir")
+        facts = log_facts(config)
     print(f"[{name}] {facts['purchases']:,} purchases, {facts['customers']:,} customers, {facts['items']:,} items; training in {work}", flush=True)
     summary_path = work / "summary.json"
     command = [str(ROOT / ".venv" / "bin" / "recsys"), "train", "--config", str(ROOT / spec.config), "--summary", str(summary_path)]

@@ -1,0 +1,88 @@
+"""`make bench-scale`: one rung trained for real on the synthetic shop, measured and reported.
+
+Protects: a rung runs the real ``recsys train`` (every stage, the precomputed candidates and the
+bundle) in its own fresh work dir; its record has the log's size read through the config, every
+stage's seconds, wall and CPU seconds and a peak memory that includes the child process; a
+failed rung is recorded with its log's tail instead of stopping the ladder; the report writes the
+table, the log-log plot and only the README's scale section.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import shop_pipeline_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import scale_bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rung(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("scale_shop")
+    raw = shop_pipeline_config(root).model_dump(mode="json")
+    raw["work_dir"] = "${RECSYS_WORK_DIR:-unused}"  # as the ladder's configs: each rung gets its own
+    path = root / "shop.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (root / "work" / "scale" / "shop").mkdir(parents=True)
+    (root / "work" / "scale" / "shop" / "stale.txt").write_text("from an earlier run")
+    return scale_bench.run_rung("shop", scale_bench.RungSpec(config=str(path)), root / "work" / "scale", resume=False)
+
+
+def test_a_rung_trains_end_to_end_and_is_measured(rung: dict) -> None:
+    assert rung["returncode"] == 0, rung.get("error")
+    assert rung["purchases"] > 0 and rung["customers"] > 0 and rung["items"] > 0
+    assert {"content", "label_fold", "reranker", "serving_fold", "evaluate", "precompute", "bundle"} <= set(rung["stages"])
+    assert all(v >= 0 for v in rung["stages"].values())
+    assert rung["cpu_seconds"] > 0 and rung["wall_seconds"] >= rung["pipeline_seconds"]
+    assert rung["peak_rss_mb"] > 100, "the training process's memory, not the harness's"
+    assert rung["reused"] == [], "a fresh work dir: nothing reused"
+    work = Path(rung["log"]).parent
+    assert not (work / "stale.txt").exists(), "the rung's work dir starts empty"
+    assert (work / "bundles" / "latest").is_file()
+
+
+def test_a_config_that_ignores_the_rung_work_dir_is_refused(tmp_path: Path) -> None:
+    raw = shop_pipeline_config(tmp_path).model_dump(mode="json")  # work_dir fixed: a rung would reuse it
+    (tmp_path / "fixed.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="RECSYS_WORK_DIR"):
+        scale_bench.run_rung("fixed", scale_bench.RungSpec(config=str(tmp_path / "fixed.yaml")), tmp_path / "scale", resume=False)
+
+
+def test_a_failed_rung_is_recorded_not_raised(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "work_dir": "${RECSYS_WORK_DIR:-w}", "data": {"data_dir": str(tmp_path / "nothing"),
+                                   "interactions": {"path": "log.csv"}, "items": {"path": "items.csv"}}}))
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "log.csv").write_text("user_id,item_id,timestamp\nu,i,2020-01-01\n")
+    (tmp_path / "nothing" / "items.csv").write_text("item_id\ni\n")
+    record = scale_bench.run_rung("bad", scale_bench.RungSpec(config=str(bad)), tmp_path / "scale", resume=False)
+    assert record["returncode"] != 0 and record["error"]
+
+
+def test_report_writes_the_table_plot_and_only_its_readme_section(rung: dict, tmp_path: Path) -> None:
+    bigger = {**rung, "rung": "shop_x10", "purchases": rung["purchases"] * 10, "wall_seconds": rung["wall_seconds"] * 4,
+              "stages": {k: v * 4 for k, v in rung["stages"].items()}}
+    results = {"machine": "test", "rungs": {"shop": rung, "shop_x10": bigger}}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{scale_bench.START}\nSTALE-TABLE\n{scale_bench.END}\noutro\n")
+    text = scale_bench.write_report(results, tmp_path, readme)
+    assert "| shop | " in text and "| shop_x10 | " in text and "precompute s" in text
+    content = readme.read_text()
+    assert content.startswith("intro\n") and content.endswith("outro\n") and "STALE-TABLE" not in content
+    assert (tmp_path / scale_bench.PLOT).stat().st_size > 10_000
+    assert (tmp_path / "scale.md").read_text() == text
+
+
+def test_the_ladder_spec_is_valid_and_names_real_configs() -> None:
+    spec = scale_bench.ScaleSpec.model_validate(yaml.safe_load((scale_bench.ROOT / "bench" / "scale_bench.yaml").read_text()))
+    assert [n for n, r in spec.rungs.items() if not r.default] == ["hm_x100"]
+    for r in spec.rungs.values():
+        assert (scale_bench.ROOT / r.config).is_file()
+    with pytest.raises(ValueError):
+        scale_bench.RungSpec.model_validate({"config": "x.yaml", "synthetic_scale": -1})
