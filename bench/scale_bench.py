@@ -170,7 +170,16 @@ class TreeMemory:
         return self.peak_mb
 
 
-def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[str, Any]:
+def finished_stages(work: Path) -> dict[str, float]:
+    """Seconds of every stage that finished in a work dir (from the stage markers), for a stopped rung."""
+    done: dict[str, float] = {}
+    for marker in sorted(work.glob("stages/*/*/_stage.json")):
+        info = json.loads(marker.read_text())
+        done[info.get("stage", marker.parent.parent.name)] = round(float(info.get("seconds", 0.0)), 1)
+    return done
+
+
+def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_seconds: float | None = None) -> dict[str, Any]:
     """Train one rung end to end and measure it.
 
     Args:
@@ -179,6 +188,8 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[s
         work_root: artifacts/scale (each rung's work dir below it).
         resume: keep the rung's work dir (finished stages are reused; their seconds are the
             compute seconds recorded when they ran) instead of starting fresh.
+        max_seconds: stop the training after this long and record the stages it finished
+            (``complete`` false); None waits for the end.
 
     Returns:
         The rung's record for scale.json.
@@ -203,7 +214,16 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[s
     with open(work / "train.log", "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         memory = TreeMemory(proc.pid)
-        _, status, usage = os.wait4(proc.pid, 0)
+        stopped = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if max_seconds is not None and time.perf_counter() - started > max_seconds and not stopped:
+                print(f"[{name}] stopping after {max_seconds:,.0f} s (--max-seconds); recording the stages it finished", flush=True)
+                proc.terminate()
+                stopped = True
+            time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
         tree_peak = memory.stop()
     wall = time.perf_counter() - started
@@ -212,8 +232,13 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool) -> dict[s
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "returncode": proc.returncode,
         "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mb": round(max(tree_peak, usage.ru_maxrss / 1024), 1), "peak_rss_process_mb": round(usage.ru_maxrss / 1024, 1),
-        "log": str(work / "train.log"),
+        "log": str(work / "train.log"), "complete": not stopped,
     }
+    if stopped:
+        record["stages"] = finished_stages(work)
+        record["returncode"] = 0
+        print(f"[{name}] stopped at {wall:,.0f} s; finished: " + ", ".join(f"{s} {v:,.0f}s" for s, v in record["stages"].items()), flush=True)
+        return record
     if proc.returncode != 0:
         tail = (work / "train.log").read_text().splitlines()[-15:]
         record["error"] = "\n".join(tail)
@@ -249,10 +274,13 @@ def markdown(results: dict[str, Any]) -> str:
             cells = ["failed"] * len(stages)
         else:
             cells = [f"{r['stages'][s]:,.0f}" if s in r["stages"] else "" for s in stages]
+        total = f"{r['wall_seconds']:,.0f}" if r.get("complete", True) else f"stopped at {r['wall_seconds']:,.0f}"
         lines.append(
             f"| {r['rung']} | {r['purchases']:,} | {r['customers']:,} | {r['items']:,} | " + " | ".join(cells)
-            + f" | {r['wall_seconds']:,.0f} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+            + f" | {total} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
         )
+    if any(not r.get("complete", True) for r in rungs):
+        lines += ["", "A rung *stopped at* N s ran out of its time budget (`--max-seconds`): its row has the stages it finished; CPU and memory are up to the stop."]
     lines += ["", f"![stage seconds against purchases](bench/results/{PLOT})", ""]
     return "\n".join(lines)
 
@@ -268,15 +296,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if not rungs:
         return
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    x = [r["purchases"] for r in rungs]
+    complete = [r for r in rungs if r.get("complete", True)]
+    x = [r["purchases"] for r in complete]
     for stage in [s for s in STAGE_ORDER if any(s in r["stages"] for r in rungs)]:
         points = [(r["purchases"], r["stages"][stage]) for r in rungs if r["stages"].get(stage, 0) > 0]
         if points:
             ax.plot(*zip(*points), marker="o", label=stage)
-    ax.plot(x, [r["wall_seconds"] for r in rungs], marker="s", color="black", linewidth=2.5, label="total (wall)")
-    if len(x) > 1:  # the linear reference through the smallest rung's total
-        ax.plot([x[0], x[-1]], [rungs[0]["wall_seconds"], rungs[0]["wall_seconds"] * x[-1] / x[0]], "k:", label="linear in purchases")
-    for r in rungs:
+    ax.plot(x, [r["wall_seconds"] for r in complete], marker="s", color="black", linewidth=2.5, label="total (wall)")
+    if rungs:  # the linear reference through the smallest rung's total, out to the largest rung
+        x0, t0 = rungs[0]["purchases"], rungs[0]["wall_seconds"]
+        ax.plot([x0, rungs[-1]["purchases"]], [t0, t0 * rungs[-1]["purchases"] / x0], "k:", label="linear in purchases")
+    for r in complete:
         ax.annotate(r["rung"], (r["purchases"], r["wall_seconds"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.set(xscale="log", yscale="log", xlabel="purchases in the log", ylabel="seconds", title="recsys train: stage time against log size")
     ax.grid(True, which="both", alpha=0.3)
@@ -309,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     parser.add_argument("--work-root", type=Path, default=ROOT / "artifacts" / "scale")
     parser.add_argument("--resume", action="store_true", help="reuse each rung's finished stages instead of a fresh work dir")
+    parser.add_argument("--max-seconds", type=float, help="stop a rung after this long and record the stages it finished")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the results file")
     args = parser.parse_args(argv)
     spec = ScaleSpec.model_validate(yaml.safe_load(args.spec.read_text()))
@@ -320,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     if not args.report:
         for name in names:
-            results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume)
+            results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume, args.max_seconds)
             write_json(args.out, results)  # after every rung: a stopped ladder keeps what it measured
     print(write_report(results, args.out.parent, ROOT / "README.md"))
     failed = [n for n in names if results["rungs"].get(n, {}).get("returncode", 0) != 0]

@@ -10,6 +10,7 @@ table, the log-log plot and only the README's scale section.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def test_a_rung_trains_end_to_end_and_is_measured(rung: dict) -> None:
     work = Path(rung["log"]).parent
     assert not (work / "stale.txt").exists(), "the rung's work dir starts empty"
     assert (work / "bundles" / "latest").is_file()
+
+
+def test_a_rung_over_its_budget_is_stopped_and_recorded_as_incomplete(tmp_path: Path) -> None:
+    raw = shop_pipeline_config(tmp_path).model_dump(mode="json")
+    raw["work_dir"] = "${RECSYS_WORK_DIR:-unused}"
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(raw))
+    started = time.perf_counter()
+    record = scale_bench.run_rung("slow", scale_bench.RungSpec(config=str(tmp_path / "shop.yaml")), tmp_path / "scale", resume=False, max_seconds=2)
+    assert time.perf_counter() - started < 60, "the training was stopped, not waited for"
+    assert record["complete"] is False and record["returncode"] == 0
+    assert "stopped at" in scale_bench.markdown({"machine": "test", "rungs": {"slow": record}})
 
 
 def test_a_config_that_ignores_the_rung_work_dir_is_refused(tmp_path: Path) -> None:
