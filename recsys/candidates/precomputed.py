@@ -111,13 +111,12 @@ class PrecomputedCandidates:
         kept = int(np.count_nonzero(row >= 0))
         ids = self.item_ids[row[:kept]].tolist()
         scores = np.asarray(self.scores[user_row, :kept], dtype=np.float64).tolist()
-        ranks = np.asarray(self.ranks[user_row, :kept])
         sources = self.sources
-        out = []
-        for j in range(kept):
-            nz = np.flatnonzero(ranks[j])
-            out.append(Candidate(ids[j], scores[j], {sources[s]: int(ranks[j, s]) for s in nz}))
-        return out
+        # Plain lists, not a numpy call per candidate: this is most of a known customer's request.
+        return [
+            Candidate(item, score, {sources[s]: r for s, r in enumerate(ranks) if r})
+            for item, score, ranks in zip(ids, scores, np.asarray(self.ranks[user_row, :kept]).tolist())
+        ]
 
     def matches(self, generator: CandidateGenerator) -> bool:
         """Whether this table belongs to ``generator`` (same customers and items, in the same order)."""
