@@ -183,10 +183,17 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.empty((0,) if single else (s.shape[0], 0), dtype=np.int64)
     part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
-    # Include every item tied with the k-th score before the final stable sort, so ties resolve by index.
-    kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
+    values = np.take_along_axis(s, part, axis=1)
+    kth = values.min(axis=1, keepdims=True)
     out = np.empty((s.shape[0], k), dtype=np.int64)
-    for r in range(s.shape[0]):
+    # Rows where no item outside the partition ties the k-th score: sort the k by (score, index),
+    # all rows at once. A per-row scan of the catalogue cost ~20 ms a row on 255k items.
+    exact = (s >= kth).sum(axis=1) == k
+    if exact.any():
+        order = np.lexsort((part[exact], -values[exact]), axis=-1)
+        out[exact] = np.take_along_axis(part[exact], order, axis=1)
+    # Rows with ties at the k-th score beyond the partition: take every tied item, so ties resolve by index.
+    for r in np.flatnonzero(~exact):
         cand = np.flatnonzero(s[r] >= kth[r])
         order = np.lexsort((cand, -s[r, cand]))
         out[r] = cand[order[:k]]

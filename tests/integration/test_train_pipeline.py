@@ -79,6 +79,7 @@ def test_serving_path_features_equal_training_path(trained: Path) -> None:
         user_vectors,
     )
     from recsys.candidates.generator import CandidateGenerator
+    from recsys.index.faiss_index import EXACT_BATCH_MIN
     from serving.bundle_service import BundleService
 
     service = BundleService.load(trained)
@@ -86,7 +87,9 @@ def test_serving_path_features_equal_training_path(trained: Path) -> None:
     # Training path: exactly what the evaluate stage does for a test user.
     data = service.data
     generator = CandidateGenerator.load(trained / "generator")
-    users = data.user_index.ids[:3].tolist()
+    # A batch, as the evaluate stage and the precomputed table make them (a batch is searched exactly:
+    # ItemIndex.search_exact), so the served candidates are the same lists.
+    users = data.user_index.ids[:EXACT_BATCH_MIN].tolist()
     candidates = generator.generate(users)
     from recsys.vectors import ItemVectors
 
