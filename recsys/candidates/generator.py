@@ -20,7 +20,7 @@ from recsys.candidates import sources as src
 from recsys.candidates.merge import Candidate, SourceLists, merge
 from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
 from recsys.data.interactions import TrainingData
-from recsys.index.faiss_index import EXACT_BATCH_MIN, ItemIndex
+from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import Recommendations, Recommender, write_atomic_dir
 from recsys.models.ease import EASERecommender
 from recsys.models.history import HistoryRecommender
@@ -148,8 +148,6 @@ class CandidateGenerator(Recommender):
             start = time.perf_counter()
             if source == "history":
                 out[source] = src.history_lists(self.history, users, k)
-            elif source == "als" and len(users) >= EXACT_BATCH_MIN:
-                out[source] = src.factor_lists(self._als_exact(), self.als, users, k)
             elif source == "als":
                 out[source] = src.model_lists(self.als, users, k)
             elif source == "ease":
@@ -176,14 +174,6 @@ class CandidateGenerator(Recommender):
                 out[source] = {u: items[:want] for u, items in out[source].items()}
             self.timings[source] = time.perf_counter() - start
         return out
-
-    def _als_exact(self) -> ItemIndex:
-        """An exact inner-product index over the ALS item factors, for batches of users (made once)."""
-        index = getattr(self, "_als_index", None)
-        if index is None:
-            factors = self.als.item_factors
-            index = self._als_index = ItemIndex.build(self.als.item_index.ids, factors, IndexConfig(exact_max_items=max(len(factors), 1)))
-        return index
 
     def visitor_lists(self, item_rows: np.ndarray, k: int | None = None) -> dict[str, list[str]]:
         """Each source's list for a visitor known only by the items of this visit (no fitted user row).

@@ -21,7 +21,7 @@ from recsys.evaluation.metrics import top_k_indices
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import ScoringRecommender
 from recsys.models.history import HistoryRecommender
-from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
+from recsys.models.implicit_models import ItemKNNRecommender
 
 SourceLists = dict[str, list[str]]
 
@@ -90,33 +90,6 @@ def model_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> S
         user id -> ``k`` item ids.
     """
     return model.recommend(list(user_ids), k, exclude_seen=False).as_dict()
-
-
-def factor_lists(index: ItemIndex, model: ALSRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
-    """Top-k of a factor model (ALS ...) for a batch of users, by exact search over its item factors.
-
-    FAISS's blocked exact search is ~10x cheaper per user than a dense score matrix and a
-    partition over the catalogue; users the model does not know get its own (popularity) answer.
-
-    Args:
-        index: an exact index over the model's item factors (rows in the model's item order).
-        model: the fitted factor model (``user_index``, ``user_factors``).
-        user_ids: users.
-        k: list length.
-
-    Returns:
-        user id -> ``k`` item ids.
-    """
-    users = list(user_ids)
-    rows = model.user_index.lookup(users)
-    known = rows >= 0
-    out: SourceLists = {}
-    if known.any():
-        found = index.search_ids(model.user_factors[rows[known]], k, batch_exact=True)
-        out.update(zip([u for u, ok in zip(users, known) if ok], found))
-    if not known.all():
-        out.update(model_lists(model, [u for u, ok in zip(users, known) if not ok], k))
-    return {u: out[u] for u in users}
 
 
 def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndarray, k: int) -> SourceLists:
