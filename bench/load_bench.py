@@ -41,7 +41,9 @@ import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from report_files import http_share  # noqa: E402
 from tests.e2e.live import run_server  # noqa: E402  (the server helper the e2e tests and screenshots use)
 
 T = TypeVar("T")
@@ -407,13 +409,8 @@ def markdown(result: dict[str, object]) -> str:
     lines.append("")
     in_process: dict[str, dict[str, float]] = result.get("in_process") or {}  # type: ignore[assignment]
     for endpoint, v in in_process.items():
-        served = [r["server_cpu_ms"] for r in result["runs"] if r["endpoint"] == endpoint and r.get("server_cpu_ms") == r.get("server_cpu_ms")]  # type: ignore[attr-defined]
-        server = float(np.median(served)) if served else float("nan")
-        lines.append(
-            f"`{endpoint}` in process (same requests, no HTTP): {v['mean_ms']:.2f} ms CPU per request "
-            f"({v['service_mean_ms']:.2f} ms the service call alone) against {server:.2f} ms server CPU per request "
-            f"(median of the runs): the HTTP layer is {1 - v['mean_ms'] / server:.0%} of the server's CPU."
-        )
+        if (line := http_share(endpoint, v, result["runs"])) is not None:  # type: ignore[arg-type]
+            lines.append(line)
     lines.append("")
     lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
     return "\n".join(lines) + "\n"

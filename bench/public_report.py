@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from report_files import replace_readme_section, save_figure
+
 START, END = "<!-- bench:public:start -->", "<!-- bench:public:end -->"
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = "public_quality_vs_fit.png"
@@ -137,10 +139,7 @@ def plot(details: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{name} (red: pipeline, blue: peers)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(details: dict[str, Any], results_dir: Path, readme: Path) -> str:
@@ -158,13 +157,7 @@ def write_report(details: dict[str, Any], results_dir: Path, readme: Path) -> st
     (results_dir / "public.md").write_text(text)
     plot(details, results_dir / PLOT)
     if readme.is_file():
-        content = readme.read_text()
-        if START in content and END in content:
-            head, rest = content.split(START, 1)
-            _, tail = rest.split(END, 1)
-            readme.write_text(f"{head}{START}\n{text}{END}{tail}")
-        else:
-            print(f"{readme}: no {START} ... {END} markers; README left alone", file=sys.stderr)
+        replace_readme_section(readme, START, END, text)
     return text
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from report_files import http_share, replace_readme_section  # noqa: E402
 from synthetic_catalogue import BREADTH  # noqa: E402  (the index sweep's own names for its breadths)
 
 START, END = "<!-- bench:serving:start -->", "<!-- bench:serving:end -->"
@@ -93,12 +94,8 @@ def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
                          f"(median p99 {p99:.1f} ms over {len(at_target)} run(s) of {TARGET_QPS} req/s scheduled: {each} ms; "
                          f">= {qps:.0f} QPS achieved, {errors} errors).")
         for endpoint, v in (res.get("in_process") or {}).items():
-            served = sorted(r["server_cpu_ms"] for r in res["runs"] if r["endpoint"] == endpoint and r.get("server_cpu_ms") == r.get("server_cpu_ms"))
-            if served:
-                server = served[(len(served) - 1) // 2]
-                lines.append(f"- {label} `{endpoint}`: {v['mean_ms']:.2f} ms CPU per request in process (same requests, no HTTP; "
-                             f"{v['service_mean_ms']:.2f} ms the service call) against {server:.2f} ms server CPU per request: "
-                             f"the HTTP layer is {1 - v['mean_ms'] / server:.0%} of the server's CPU.")
+            if (line := http_share(endpoint, v, res["runs"])) is not None:
+                lines.append(f"- {label} {line}")
     syn = results.get("synthetic 1M")
     if syn:
         open_runs = [r for r in syn["runs"] if r["endpoint"] == "/v1/candidates" and r["mode"] == "open"]
@@ -120,17 +117,6 @@ def verdict(results: dict[str, dict]) -> str:  # type: ignore[type-arg]
     return "\n".join(lines) + "\n"
 
 
-def replace_block(readme: Path, block: str) -> bool:
-    text = readme.read_text()
-    if START not in text or END not in text:
-        print(f"{readme}: no {START} ... {END} markers; README left alone", file=sys.stderr)
-        return False
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{block}{END}{tail}")
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
@@ -150,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "bench.md").write_text(block)
     print(block)
     if not args.no_readme:
-        replace_block(args.readme, block)
+        replace_readme_section(args.readme, START, END, block)
     return 0
 
 

@@ -34,12 +34,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import polars as pl  # noqa: E402
 import yaml  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 from recsys.atomic import write_json  # noqa: E402
+from report_files import replace_readme_section, save_figure  # noqa: E402
 from recsys.config import ProjectConfig, load_config  # noqa: E402
 from recsys.data.loading import read_table  # noqa: E402
 
@@ -312,10 +314,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(results: dict[str, Any], results_dir: Path, readme: Path) -> str:
@@ -323,12 +322,7 @@ def write_report(results: dict[str, Any], results_dir: Path, readme: Path) -> st
     text = markdown(results)
     (results_dir / "scale.md").write_text(text)
     plot(results, results_dir / PLOT)
-    content = readme.read_text() if readme.is_file() else ""
-    if START in content and END in content:
-        head, rest = content.split(START, 1)
-        readme.write_text(f"{head}{START}\n{text}{END}{rest.split(END, 1)[1]}")
-    else:
-        print(f"{readme}: no {START} ... {END} markers; README left alone", file=sys.stderr)
+    replace_readme_section(readme, START, END, text)
     return text
 
 
