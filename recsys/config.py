@@ -253,6 +253,11 @@ class EvaluationConfig(StrictModel):
     k: int = Field(default=12, ge=1)
     recall_ks: list[int] = [12, 100]
     bootstrap_samples: int = Field(default=1000, ge=10)
+    max_users: int | None = Field(
+        default=10_000, ge=100,
+        description="test users scored, a fixed-seed sample when there are more (every model scores every item for each, "
+        "so the cost is users x items; 10,000 users keep bootstrap intervals of MAP@12 near +-0.003); None: all of them",
+    )
     seed: int = 0
 
 
@@ -332,6 +337,11 @@ class TwoTowerConfig(StrictModel):
         default=None, ge=1,
         description="train on purchases of the window's last N days only (their histories still reach back); None: every day",
     )
+    epoch_examples: int | None = Field(
+        default=2_000_000, ge=1,
+        description="examples drawn (without replacement, a new draw each epoch) per epoch when the window has more; "
+        "None: every example every epoch. Keeps an epoch's cost flat as the log grows",
+    )
     batch_size: int = Field(default=1024, ge=2)
     learning_rate: float = Field(default=0.003, gt=0)
     embedding_learning_rate: float = Field(default=0.05, gt=0)
@@ -339,6 +349,11 @@ class TwoTowerConfig(StrictModel):
     max_epochs: int = Field(default=8, ge=1)
     patience: int = Field(default=1, ge=1)
     validation_k: int = Field(default=100, ge=1)
+    validation_users: int | None = Field(
+        default=10_000, ge=1,
+        description="held-out users whose Recall@k decides early stopping, a fixed-seed sample when there are more "
+        "(each costs a search of the whole catalogue per epoch); None: all of them",
+    )
     validation_days: int = Field(
         default=1, ge=0, description="days held out of fit() data for early stopping (0: no early stopping, run max_epochs)"
     )
@@ -439,6 +454,11 @@ class RerankerConfig(LambdaRankParams):
         default=50, ge=1, description="fewest label users with a bought item among their candidates to train a ranker on"
     )
     valid_share: float = Field(default=0.15, ge=0, lt=1, description="label users held out for early stopping")
+    max_label_users: int | None = Field(
+        default=10_000, ge=1,
+        description="label users per fold, a fixed-seed sample when a window has more (each adds a group of "
+        "candidates.size training rows); None: all of them",
+    )
 
 
 class ServingConfig(StrictModel):

@@ -44,6 +44,7 @@ from recsys.candidates.merge import Candidate
 from recsys.candidates.precomputed import PRECOMPUTED_DIR, PrecomputedCandidates
 from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
+from recsys.data.sampling import sample_users
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.metrics import recall_at_k
 from recsys.evaluation.protocol import (
@@ -180,10 +181,13 @@ class Pipeline:
         """Retrieval fitted on the time before label window ``folds_back``; candidates for that window's users."""
         data, labels = _label_window(dataset, setup, folds_back)
         vectors = _content_vectors(content_dir)
-        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs).generator
+        # A label fold's generator only answers batches (its label users here, their features in the
+        # ranker stage), which search exactly: an approximate index would be built and never used.
+        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs, batch_only=True).generator
         # Label users: those with a target event in the window (a view-only visit labels nothing).
         truth = ground_truth(labels)
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index and u in truth]
+        users = sample_users(users, self.config.reranker.max_label_users, self.config.reranker.seed + folds_back, f"label fold {folds_back}: label users")
         candidates = generator.generate(users)
         lists = {u: [c.item_id for c in candidates[u]] for u in users}
         recall = float(np.mean([recall_at_k(lists[u], truth[u], len(lists[u])) for u in users])) if users else 0.0

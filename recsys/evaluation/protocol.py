@@ -15,6 +15,7 @@ import polars as pl
 
 from recsys.config import EvaluationConfig, ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, split_by_time
+from recsys.data.sampling import sample_users
 from recsys.data.split import TimeSplit
 from recsys.evaluation.bootstrap import PairedDifference, paired_bootstrap
 from recsys.evaluation.metrics import PER_USER_METRICS, catalogue_coverage, novelty
@@ -81,6 +82,8 @@ def prepare_evaluation(dataset: Dataset, config: ProjectConfig) -> EvaluationSet
         test_users = [u for u in test_users if truth.get(u)]
         truth = {u: truth[u] for u in test_users}
         log.info("repeats excluded: %d test users had only items they interacted with before and are left out", len(dropped))
+    test_users = sample_users(test_users, config.evaluation.max_users, config.evaluation.seed, "evaluation.max_users: test users")
+    truth = {u: truth[u] for u in test_users}
     pop = history.group_by("item_id").agg(pl.col("weight").sum())
     log.info("evaluation setup: %s; %d test users", split.describe(), len(test_users))
     return EvaluationSetup(split, train, test_users, truth, dict(zip(pop["item_id"].to_list(), pop["weight"].to_list())), exclude)

@@ -21,6 +21,7 @@ import torch
 
 from recsys.config import ALSConfig, ConfigError, ProjectConfig, TwoTowerConfig
 from recsys.data.interactions import TrainingData
+from recsys.data.sampling import sample_users
 from recsys.models.als_factors import ALSFactors
 from recsys.models.base import ScoringRecommender
 from recsys.two_tower.features import (
@@ -189,7 +190,7 @@ class TwoTowerRecommender(ScoringRecommender):
         c = self.config
         spec, items, als, attrs = self._prepare(data, vectors, None)
         queries, targets = training_examples(data, items, als, attrs, c.recency_half_life_days, c.max_history, c.example_days)
-        rows = np.asarray(sorted(truth), dtype=np.int64)
+        rows = np.asarray(sample_users(sorted(truth), c.validation_users, c.seed, "two-tower validation users"), dtype=np.int64)
         val_queries = inference_queries(data, rows, items, als, attrs, c.recency_half_life_days, c.max_history)
         val = ValidationSet(val_queries, [truth[r] for r in rows])
         log.info("two-tower early-stopping run: %d examples, %d validation users", len(targets), len(rows))

@@ -256,12 +256,17 @@ def _train(
     local_batch = max(2, config.batch_size // world)
     global_batch = local_batch * world
     n = len(targets)
-    steps = max(1, n // global_batch)
+    # A big window trains on a fresh draw of ``epoch_examples`` each epoch: an epoch's cost stays flat.
+    per_epoch = min(n, config.epoch_examples) if config.epoch_examples else n
+    steps = max(1, per_epoch // global_batch)
     max_epochs = epochs or config.max_epochs
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, start_all, seen = 0, time.perf_counter(), 0
-    log.info("two-tower: %d examples, %d steps/epoch of %d (x%d ranks), up to %d epochs", n, steps, local_batch, world, max_epochs)
+    log.info(
+        "two-tower: %d examples (%d drawn per epoch), %d steps/epoch of %d (x%d ranks), up to %d epochs",
+        n, per_epoch, steps, local_batch, world, max_epochs,
+    )
     for epoch in range(1, max_epochs + 1):
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(n)

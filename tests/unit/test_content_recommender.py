@@ -78,3 +78,38 @@ def test_recent_days_ranks_recently_sold_items_first() -> None:
     model = ContentRecommender(vectors(), RecommenderSettings(recent_days=2)).fit(data)
     recs = model.recommend(["u1"], 8).item_ids[0]
     assert set(recs[:3]) == {"jeans1", "boots1", "hat1"} and recs[0] == "jeans1"
+
+
+def _one_user_at_a_time(model: ContentRecommender, row: int) -> np.ndarray:
+    """The score's definition for one user, straight from the formula (the reference of the grouped product)."""
+    E = model.item_vectors
+    start, end = model.history.indptr[row], model.history.indptr[row + 1]
+    items, w = model.history.indices[start:end], model.history.data[start:end]
+    if not len(items):
+        return np.zeros(E.shape[0], dtype=np.float32) + model.offset
+    w = w / w.max()
+    centroid = l2_normalise((w @ E[items])[None, :])[0]
+    cw = model.settings.centroid_weight
+    return cw * (E @ centroid) + (1 - cw) * ((E @ E[items].T) * w).max(axis=1) + model.offset
+
+
+def test_grouped_scoring_equals_one_user_at_a_time() -> None:
+    """Users are scored in groups sharing one product with the catalogue; each row must be that user's own score,
+    also when the groups split (a tiny catalogue budget), users repeat and some have no history."""
+    rng = np.random.default_rng(3)
+    n_items, n_users = 300, 40
+    ids = np.array([f"i{i}" for i in range(n_items)])
+    vecs = l2_normalise(rng.normal(size=(n_items, 8)).astype(np.float32))
+    day = dt.datetime(2024, 1, 1)
+    users = [f"u{rng.integers(n_users - 5)}" for _ in range(600)]  # u35..u39 never buy
+    inter = pl.DataFrame({
+        "user_id": users, "item_id": ids[rng.integers(n_items, size=600)].tolist(),
+        "timestamp": [day + dt.timedelta(hours=int(h)) for h in rng.integers(24 * 20, size=600)], "weight": [1.0] * 600,
+    })
+    data = TrainingData.build(inter, pl.DataFrame({"item_id": ids.tolist()}), as_of=day + dt.timedelta(days=21))
+    model = ContentRecommender(ItemVectors(ids, vecs, vecs, vecs, np.ones(n_items, bool), "test"), RecommenderSettings(history_items=7)).fit(data)
+    rows = np.concatenate([np.arange(data.n_users), [0, 3, 3]])
+    model.score_block_floats = n_items * 10  # groups of at most 10 history items: many groups
+    grouped = model.score_users(rows)
+    reference = np.stack([_one_user_at_a_time(model, int(r)) for r in rows])
+    np.testing.assert_allclose(grouped, reference, rtol=1e-5, atol=1e-6)
