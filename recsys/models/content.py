@@ -99,7 +99,8 @@ class ContentRecommender(ScoringRecommender):
         budget = max(self.settings.history_items, self.score_block_floats // max(E.shape[0], 1))  # history items per group
         j = 0
         while j < len(user_rows):
-            group, width = [], 0
+            group: list[int] = []
+            width = 0
             while j < len(user_rows) and (not group or width + indptr[user_rows[j] + 1] - indptr[user_rows[j]] <= budget):
                 width += int(indptr[user_rows[j] + 1] - indptr[user_rows[j]])
                 group.append(j)
