@@ -300,7 +300,7 @@ def _train(
             summed = torch.tensor([total])
             dist.all_reduce(summed)
             total = float(summed[0]) / world
-        metrics = {"loss": total / steps, "epoch_seconds": seconds, "examples_per_second": steps * global_batch / seconds}
+        metrics = {"loss": total / steps, "examples": float(steps * global_batch), "epoch_seconds": seconds, "examples_per_second": steps * global_batch / seconds}
         if validation is not None:
             metrics[f"val_recall_at_{config.validation_k}"] = validation_recall(module, spec, items, validation, config.validation_k)
         result.history.append(metrics)

@@ -146,3 +146,20 @@ def test_retrieval_module_does_not_import_the_pipeline() -> None:
     top_level = {id(n) for n in tree.body}
     nested = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in top_level]
     assert nested == [], "every import at the top of the module"
+
+
+def test_batch_only_fit_builds_flat_indexes_with_the_same_batch_lists(
+    world: tuple[ProjectConfig, TrainingData, ItemVectors], equal: RetrievalFit
+) -> None:
+    """A label fold's generator (batch_only) skips the approximate indexes; its batch lists are the serving fit's."""
+    config, data, vectors = world
+    assert equal.generator.tower_index is not None and equal.generator.tower_index.kind == "hnsw"  # 30 items > exact_max_items 10
+    batch = fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs, batch_only=True)
+    assert batch.generator.tower_index is not None and batch.generator.tower_index.kind == "exact"
+    assert batch.generator.content_index.kind == "exact"
+    # Same data, same seeds: a batch of users (searched exactly either way) gets the same candidates.
+    same = fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs)
+    users = data.user_index.ids[:25].tolist()
+    assert {u: [c.item_id for c in cs] for u, cs in batch.generator.generate(users).items()} == {
+        u: [c.item_id for c in cs] for u, cs in same.generator.generate(users).items()
+    }

@@ -250,3 +250,18 @@ def test_training_examples_windowed_equal_the_self_join_definition(max_history: 
     np.testing.assert_array_equal(targets, ref_targets["item_idx"].to_numpy())
     np.testing.assert_array_equal(queries.user_rows, ref_targets["user_idx"].to_numpy())
     assert queries.hist_items.tolist() == ref_ctx["h_item"].to_list()
+
+
+def test_big_windows_train_on_a_bounded_draw_per_epoch(world: tuple[ProjectConfig, TrainingData]) -> None:
+    """epoch_examples caps each epoch's examples (a fresh draw each epoch); validation_users caps the early-stopping users."""
+    config, data = world
+    full = TwoTowerRecommender.from_config(config).fit(data)
+    assert full.validation_result is not None and full.train_result is not None
+    per_epoch = full.train_result.history[0]["examples"]
+    assert per_epoch >= 64, "the shop must have a few batches of examples for this test"
+    capped_config = config.retrieval.two_tower.model_copy(update={"epoch_examples": 64, "validation_users": 3})
+    capped = TwoTowerRecommender(capped_config, config.models.als, full.features).fit(data)
+    assert capped.validation_result is not None and capped.train_result is not None
+    assert {h["examples"] for h in capped.train_result.history + capped.validation_result.history} == {64.0}
+    assert capped.validation_users == 3 < full.validation_users
+    assert capped.user_vectors.shape == full.user_vectors.shape, "every user still gets a vector"
