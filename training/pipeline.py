@@ -257,7 +257,8 @@ class Pipeline:
         seconds = time.perf_counter() - start
         table.save(out / PRECOMPUTED_DIR)
         users = len(table.rows)
-        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1)}
+        parts = {f"precompute_ms_per_user.{part}": 1000 * spent / max(users, 1) for part, spent in table.build_seconds.items()}
+        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1), **parts}
 
     def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
         config = self.config

@@ -52,6 +52,7 @@ class PrecomputedCandidates:
         self.item_ids, self.sources = item_ids, list(sources)
         self.rows, self.scores, self.ranks = rows, scores, ranks
         self.users_digest = users_digest
+        self.build_seconds: dict[str, float] = {}  # per source and "fusion", set by :meth:`build`
 
     @property
     def depth(self) -> int:
@@ -84,9 +85,15 @@ class PrecomputedCandidates:
         bounds = list(range(0, n, batch_size)) + [n]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < EXACT_BATCH_MIN:
             del bounds[-2]  # a short last batch joins the one before, so every batch is searched exactly
+        seconds: dict[str, float] = {}
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             batch = user_ids[lo:hi].tolist()
-            merged = merge_arrays(generator.source_lists(batch), batch, depth, generator.weights, generator.config.rrf_k, item_rows)
+            lists = generator.source_lists(batch)
+            for source, spent in generator.timings.items():
+                seconds[source] = seconds.get(source, 0.0) + spent
+            fusion_start = time.perf_counter()
+            merged = merge_arrays(lists, batch, depth, generator.weights, generator.config.rrf_k, item_rows)
+            seconds["fusion"] = seconds.get("fusion", 0.0) + time.perf_counter() - fusion_start
             if merged.sources != sources:
                 raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {sources}")
             rows[lo:hi] = merged.rows
@@ -95,7 +102,10 @@ class PrecomputedCandidates:
             done = hi
             elapsed = time.perf_counter() - start
             log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left", done, n, done / elapsed, (n - done) * elapsed / done)
-        return cls(item_rows.ids, sources, rows, scores, ranks, users_digest(user_ids))
+        log.info("precomputed candidates: seconds per part %s", ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
+        table = cls(item_rows.ids, sources, rows, scores, ranks, users_digest(user_ids))
+        table.build_seconds = seconds
+        return table
 
     def lookup(self, user_row: int, size: int) -> list[Candidate]:
         """One customer's first ``size`` candidates.

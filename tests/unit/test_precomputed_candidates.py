@@ -62,6 +62,8 @@ def test_table_holds_what_the_batch_generator_makes(generator: CandidateGenerato
         assert [c.ranks for c in got] == [c.ranks for c in made[user]]
         np.testing.assert_allclose([c.score for c in got], [c.score for c in made[user]], rtol=1e-6)
     assert [c.item_id for c in table.lookup(0, 5)] == [c.item_id for c in table.lookup(0, DEPTH)[:5]], "a shorter list is a prefix"
+    # The build reports where its time went, one entry per source plus the fusion (the 100x projection reads them).
+    assert set(table.build_seconds) == {*generator.config.sources, "fusion"} and all(v >= 0 for v in table.build_seconds.values())
 
 
 def test_save_and_load_memory_mapped(table: PrecomputedCandidates, generator: CandidateGenerator, tmp_path: Path) -> None:
