@@ -337,6 +337,11 @@ class TwoTowerConfig(StrictModel):
         default=None, ge=1,
         description="train on purchases of the window's last N days only (their histories still reach back); None: every day",
     )
+    max_examples: int | None = Field(
+        default=4_000_000, ge=1,
+        description="the most recent purchases that become training examples when the window has more (each costs an "
+        "ALS fold-in when the examples are built); None: every purchase",
+    )
     epoch_examples: int | None = Field(
         default=2_000_000, ge=1,
         description="examples drawn (without replacement, a new draw each epoch) per epoch when the window has more; "

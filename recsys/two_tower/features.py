@@ -14,6 +14,7 @@ own same-day rows. Nothing after the target day is visible, as at test time.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -23,6 +24,8 @@ import scipy.sparse as sp
 from recsys.data.interactions import TrainingData
 from recsys.models.als_factors import ALSFactors
 from recsys.vectors import ItemVectors, l2_normalise
+
+log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
 
@@ -233,6 +236,7 @@ def training_examples(
     half_life: float,
     max_history: int,
     example_days: int | None = None,
+    max_examples: int | None = None,
 ) -> tuple[Queries, np.ndarray]:
     """One query per distinct (user, item, day) purchase with a non-empty earlier-or-same-day history.
 
@@ -250,6 +254,9 @@ def training_examples(
         half_life: half-life in days of the history recency weights.
         max_history: most recent history items kept per query.
         example_days: only purchases of the window's last ``example_days`` days become queries.
+        max_examples: at most this many, the most recent (by day, then user and item row): each
+            query's ALS fold-in is a least-squares solve, ~60% of a fit's time outside training on
+            a 10x log.
 
     Returns:
         (queries, target item rows), ordered by (day, user, item) so the result is deterministic.
@@ -262,6 +269,9 @@ def training_examples(
     if example_days is not None and e.height:
         last_day = int(e["day"].to_numpy().max())
         targets = targets.filter(pl.col("day") > last_day - example_days)
+    if max_examples is not None and targets.height > max_examples:
+        log.info("two-tower: the %d most recent of %d purchases become examples (max_examples)", max_examples, targets.height)
+        targets = targets.tail(max_examples)
     log_rows = e.sort(["user_idx", "day", "item_idx"], descending=[False, True, False])
     user, day, item = (log_rows[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
     t_user, t_day, t_item = (targets[c].to_numpy() for c in ("user_idx", "day", "item_idx"))

@@ -189,7 +189,7 @@ class TwoTowerRecommender(ScoringRecommender):
         """
         c = self.config
         spec, items, als, attrs = self._prepare(data, vectors, None)
-        queries, targets = training_examples(data, items, als, attrs, c.recency_half_life_days, c.max_history, c.example_days)
+        queries, targets = training_examples(data, items, als, attrs, c.recency_half_life_days, c.max_history, c.example_days, c.max_examples)
         rows = np.asarray(sample_users(sorted(truth), c.validation_users, c.seed, "two-tower validation users"), dtype=np.int64)
         val_queries = inference_queries(data, rows, items, als, attrs, c.recency_half_life_days, c.max_history)
         val = ValidationSet(val_queries, [truth[r] for r in rows])
@@ -220,7 +220,7 @@ class TwoTowerRecommender(ScoringRecommender):
             self.validation_result = self.early_stopping_run(inner, truth, vectors)
             epochs = self.validation_result.best_epoch
         spec, items, full_als, attrs = self._prepare(data, vectors, als)
-        queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history, c.example_days)
+        queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history, c.example_days, c.max_examples)
         log.info("two-tower final run: %d examples, %d epochs", len(targets), epochs)
         tower, self.train_result = train(spec, c, items, queries, targets, None, epochs=epochs, on_epoch=self._callback("final"))
         self.spec, self.tower, self.item_table, self.als = spec, tower, items, full_als

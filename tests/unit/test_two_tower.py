@@ -250,6 +250,13 @@ def test_training_examples_windowed_equal_the_self_join_definition(max_history: 
     np.testing.assert_array_equal(targets, ref_targets["item_idx"].to_numpy())
     np.testing.assert_array_equal(queries.user_rows, ref_targets["user_idx"].to_numpy())
     assert queries.hist_items.tolist() == ref_ctx["h_item"].to_list()
+    # max_examples keeps the most recent purchases: the same queries as the tail of the full set.
+    table = build_item_table(data, None, als, ["c"])
+    recent, recent_targets = training_examples(data, table, als, user_attributes(data, [], []), 3.0, max_history, max_examples=500)
+    assert 0 < len(recent_targets) <= 500
+    np.testing.assert_array_equal(recent_targets, targets[-len(recent_targets):])
+    np.testing.assert_array_equal(recent.user_rows, queries.user_rows[-len(recent_targets):])
+    np.testing.assert_array_equal(recent.dense, queries.dense[-len(recent_targets):])
 
 
 def test_big_windows_train_on_a_bounded_draw_per_epoch(world: tuple[ProjectConfig, TrainingData]) -> None:
