@@ -179,42 +179,56 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
         factors64 = self._of_item_factors("float64", lambda f: f.astype(np.float64))
         return self.user_factors[user_rows].astype(np.float64) @ factors64.T
 
-    # A request for a handful of users (serving asks for one) takes the screened path below.
+    # A request for a handful of users (serving asks for one) screens one user at a time.
     SCREEN_MAX_USERS = 8
+    SCREEN_BLOCK_FLOATS = 2**25  # the float32 (users x items) block of one batch screening: 128 MB
 
     def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> Recommendations:
         """Top-k items per user: the lists of the float64 product of :meth:`score_users` (scores to float64 rounding).
 
-        Up to :attr:`SCREEN_MAX_USERS` known users (and ``exclude_seen`` off) are answered by
-        :meth:`top_items`, which reads the float32 item factors once instead of a float64 copy
-        (5.7 instead of 13.3 ms for one H&M customer over 105k items: the product is bound by memory).
+        Known users (``exclude_seen`` off) are screened in float32 and only their possible top-k
+        items rescored in float64 (:meth:`top_items`, :meth:`top_items_batch`): the product is
+        bound by memory, and reading the float32 factors once instead of a float64 copy took one
+        H&M customer from 13.3 to 5.7 ms over 105k items. Unknown users get the popularity fallback.
 
         Args:
             user_ids: external user ids (unknown users get the popularity fallback).
             k: list length.
             exclude_seen: drop items the user interacted with in training.
-            batch_size: users per matrix product on the batch path.
+            batch_size: most users per screening product on the batch path.
         """
-        rows = self.user_index.lookup(list(user_ids))
-        if exclude_seen or len(rows) > self.SCREEN_MAX_USERS or (rows < 0).any() or k <= 0 or self.item_factors.dtype != np.float32:
+        if exclude_seen or k <= 0 or self.item_factors.dtype != np.float32:
             return super().recommend(user_ids, k, exclude_seen, batch_size)
-        items, scores = [], []
-        for row in rows:
-            top, top_scores = self.top_items(int(row), k)
-            items.append(self.item_index.ids[top].tolist())
-            scores.append(top_scores.tolist())
-        return Recommendations(list(user_ids), items, scores)
+        ids = list(user_ids)
+        rows = self.user_index.lookup(ids)
+        items: list[list[str]] = [[] for _ in ids]
+        scores: list[list[float]] = [[] for _ in ids]
+        known = np.flatnonzero(rows >= 0)
+        if len(known) <= self.SCREEN_MAX_USERS:
+            found = [self.top_items(int(rows[p]), k) for p in known]
+        else:
+            step = max(1, min(batch_size, self.SCREEN_BLOCK_FLOATS // max(len(self.item_factors), 1)))
+            found = [hit for lo in range(0, len(known), step) for hit in self.top_items_batch(rows[known[lo : lo + step]], k)]
+        for p, (top, top_scores) in zip(known, found):
+            items[p], scores[p] = self.item_index.ids[top].tolist(), top_scores.tolist()
+        unknown = np.flatnonzero(rows < 0)
+        if len(unknown):
+            fallback = super().recommend([ids[p] for p in unknown], k)
+            for p, got, got_scores in zip(unknown, fallback.item_ids, fallback.scores):
+                items[p], scores[p] = got, got_scores
+        return Recommendations(ids, items, scores)
 
     def top_items(self, user_row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One known user's top-k item rows and float64 scores: the items and order of :meth:`score_users`.
 
         Every item is screened with float32 scores; each differs from its float64 score by at most
         ``bound`` (the rounding-error bound of a float32 dot product of this length, through
-        Cauchy-Schwarz), so an item whose float32 score is more than ``2 * bound`` below the k-th
-        best cannot be in the top k. The few items that can are rescored in float64 and ordered by
-        :func:`~recsys.evaluation.metrics.top_k_indices` (score, then lower row). The rescored
-        values agree with a batch product to float64 rounding (BLAS sums in another order), as a
-        batch of users already did with a single one.
+        Cauchy-Schwarz, whatever the order of the sum), so an item whose float32 score is more than
+        ``2 * bound`` below the k-th best cannot be in the top k. The few items that can are
+        rescored in float64 and ordered by :func:`~recsys.evaluation.metrics.top_k_indices`
+        (score, then lower row). The rescored values are row-wise sums, the same for an item
+        whichever items are rescored with it, so :meth:`top_items_batch` gives the same lists;
+        they agree with :meth:`score_users` (a BLAS product) to float64 rounding.
 
         Args:
             user_row: the user's row in ``user_index``.
@@ -224,7 +238,24 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
             (item rows, float64 scores), best first.
         """
         user = self.user_factors[user_row]
-        screened = self.item_factors @ user  # float32
+        return self._rescored(self.item_factors @ user, user, k)
+
+    def top_items_batch(self, user_rows: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`top_items` of many known users, screened by one float32 matrix product.
+
+        Args:
+            user_rows: rows in ``user_index``.
+            k: how many items per user.
+
+        Returns:
+            One (item rows, float64 scores) per user, best first.
+        """
+        users = self.user_factors[user_rows]
+        screened = users @ self.item_factors.T  # float32, (users, items)
+        return [self._rescored(screened[j], users[j], k) for j in range(len(users))]
+
+    def _rescored(self, screened: np.ndarray, user: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 top k of one user from its float32 screening scores (see :meth:`top_items`)."""
         n = len(screened)
         k = min(k, n)
         if k <= 0:
@@ -238,7 +269,10 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
         max_item_norm = self._of_item_factors("max_norm", lambda f: float(np.sqrt(np.einsum("ij,ij->i", f, f, dtype=np.float64).max(initial=0.0))))
         bound = 4 * gamma * float(np.linalg.norm(user64)) * max_item_norm
         rows = np.flatnonzero(screened.astype(np.float64) >= kth - 2 * bound)  # ascending, so ties keep going to the lower row
-        exact = self.item_factors[rows].astype(np.float64) @ user64
+        # A row-wise sum, not a BLAS product: its value depends on the item's factors alone, not on
+        # where the item sits among the rescored rows (BLAS gave equal items different last bits),
+        # so one user alone and the same user in a batch get the same list, ties included.
+        exact = (self.item_factors[rows].astype(np.float64) * user64).sum(axis=1)
         order = top_k_indices(exact, k)
         return rows[order], exact[order]
 

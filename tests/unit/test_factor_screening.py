@@ -1,8 +1,7 @@
-"""Protects the screened top-k of factor models (what serving asks for one customer): it must give
-exactly the lists of the full float64 product that training and evaluation use, ties and float32
-near-ties included, or a reranker feature (a candidate's ALS rank) would differ between the two.
-Scores agree to float64 rounding: BLAS sums the rescoring product in a different order than a
-batch of users (that was already so between training's batches and serving's single users)."""
+"""Protects the screened top-k of factor models (serving's one customer, training's batches): it must
+give exactly the lists of the float64 definition (every item's row-wise float64 dot product with the
+user, ties to the lower row), ties and float32 near-ties included, one user alone or in a batch, or a
+reranker feature (a candidate's ALS rank) would differ between serving and training."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ import pytest
 
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset
+from recsys.evaluation.metrics import top_k_indices
 from recsys.models.base import ScoringRecommender
 from recsys.models.implicit_models import ALSRecommender
 
@@ -28,9 +28,29 @@ def fitted(shop: tuple[Path, ProjectConfig]) -> ALSRecommender:
 
 
 def full_product(model: ALSRecommender, users: list[str], k: int) -> tuple[list[list[str]], list[list[float]]]:
-    """The batch path (float64 product over every item) that training and evaluation use."""
-    recs = ScoringRecommender.recommend(model, users, k)
-    return recs.item_ids, recs.scores
+    """The definition: every item's float64 score (a row-wise sum, as the rescoring computes it), top k by
+    (score, lower row); the popularity fallback for unknown users."""
+    factors = model.item_factors.astype(np.float64)
+    items, scores = [], []
+    for user in users:
+        row = model.user_index.get(user)
+        if row is None:
+            fallback = ScoringRecommender.recommend(model, [user], k)
+            items.append(fallback.item_ids[0])
+            scores.append(fallback.scores[0])
+            continue
+        exact = (factors * model.user_factors[row].astype(np.float64)).sum(axis=1)
+        top = top_k_indices(exact, k)
+        items.append(model.item_index.ids[top].tolist())
+        scores.append(exact[top].tolist())
+    return items, scores
+
+
+def test_definition_agrees_with_the_blas_product_to_rounding(fitted: ALSRecommender) -> None:
+    users = fitted.user_index.ids[:40].tolist()
+    blas = ScoringRecommender.recommend(fitted, users, 10).scores
+    for got, want in zip(full_product(fitted, users, 10)[1], blas):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def with_factors(model: ALSRecommender, users: np.ndarray, items: np.ndarray) -> ALSRecommender:
@@ -75,3 +95,23 @@ def test_large_requests_unknown_users_and_exclude_seen_keep_the_full_path(fitted
     assert recs.item_ids[0] == full_product(fitted, [users[0]], 7)[0][0] and len(recs.item_ids[1]) == 7  # popularity fallback
     seen = fitted.recommend([users[0]], 7, exclude_seen=True)
     assert not set(seen.item_ids[0]) & set(fitted.item_index.ids[fitted.seen_rows(np.array([0]))[0]].tolist())
+
+
+def test_batch_screening_equals_the_full_product_on_ties_and_near_ties(fitted: ALSRecommender) -> None:
+    """Batches (label folds, the precomputed table) are screened by one float32 product, split into blocks."""
+    rng = np.random.default_rng(1)
+    n_users, n_items, dim = len(fitted.user_index), len(fitted.item_index), fitted.item_factors.shape[1]
+    items = rng.normal(size=(n_items, dim))
+    items[1::3] = items[0]
+    for r in range(5, n_items, 7):
+        items[r] = items[2]
+        items[r, r % dim] = np.nextafter(np.float32(items[2, r % dim]), np.float32(np.inf))
+    model = with_factors(fitted, rng.normal(size=(n_users, dim)), items)
+    model.SCREEN_BLOCK_FLOATS = n_items * 3  # blocks of 3 users
+    users = model.user_index.ids.tolist() + ["nobody-knows-me"]
+    for k in (5, 40):
+        recs = model.recommend(users, k)
+        expected_items, expected_scores = full_product(model, users, k)
+        assert recs.item_ids == expected_items
+        for got, want in zip(recs.scores, expected_scores):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
