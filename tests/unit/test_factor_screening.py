@@ -115,3 +115,22 @@ def test_batch_screening_equals_the_full_product_on_ties_and_near_ties(fitted: A
         assert recs.item_ids == expected_items
         for got, want in zip(recs.scores, expected_scores):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_never_bought_items_with_zero_factors_enter_only_when_scores_are_not_positive(fitted: ALSRecommender) -> None:
+    """Zero-factor items (never bought) are skipped by the screening, and come back, at score 0 and by row,
+    for a user with fewer than k positive scores (here: users whose factors point away from every item)."""
+    rng = np.random.default_rng(2)
+    n_users, n_items, dim = len(fitted.user_index), len(fitted.item_index), fitted.item_factors.shape[1]
+    items = np.abs(rng.normal(size=(n_items, dim)))
+    items[::2] = 0.0  # half the catalogue never bought
+    users = rng.normal(size=(n_users, dim))
+    users[: n_users // 2] = -np.abs(users[: n_users // 2])  # every score negative: the zero items rank first
+    model = with_factors(fitted, users, items)
+    ids = model.user_index.ids.tolist()
+    for k in (3, n_items // 2 + 2):
+        expected_items, expected_scores = full_product(model, ids, k)
+        for got in (model.recommend(ids, k), *[model.recommend([u], k) for u in ids[:4] + ids[-4:]]):
+            want = [expected_items[ids.index(u)] for u in got.user_ids]
+            assert got.item_ids == want
+    assert model.recommend(ids[:1], 3).item_ids[0] == model.item_index.ids[[0, 2, 4]].tolist()
