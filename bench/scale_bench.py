@@ -282,7 +282,8 @@ def markdown(results: dict[str, Any]) -> str:
             + f" | {total} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
         )
     if any(not r.get("complete", True) for r in rungs):
-        lines += ["", "A rung *stopped at* N s ran out of its time budget (`--max-seconds`): its row has the stages it finished; CPU and memory are up to the stop."]
+        lines += ["", "A rung *stopped at* N s was stopped before its end (`--max-seconds`, or by hand as its note says): its row has the stages it finished; CPU and memory are up to the stop."]
+    lines += [f"- {r['rung']}: {r['note']}" for r in rungs if r.get("note")]
     lines += ["", f"![stage seconds against purchases](bench/results/{PLOT})", ""]
     return "\n".join(lines)
 
