@@ -96,36 +96,27 @@ class ContentRecommender(ScoringRecommender):
         out = np.zeros((len(user_rows), E.shape[0]), dtype=np.float32)  # users without history: 0 + offset
         cw = self.settings.centroid_weight
         indptr, indices, data = self.history.indptr, self.history.indices, self.history.data
+        lengths = indptr[user_rows + 1] - indptr[user_rows]
         budget = max(self.settings.history_items, self.score_block_floats // max(E.shape[0], 1))  # history items per group
-        j = 0
-        while j < len(user_rows):
-            group: list[int] = []
-            width = 0
-            while j < len(user_rows) and (not group or width + indptr[user_rows[j] + 1] - indptr[user_rows[j]] <= budget):
-                width += int(indptr[user_rows[j] + 1] - indptr[user_rows[j]])
-                group.append(j)
-                j += 1
-            items = np.unique(np.concatenate([indices[indptr[user_rows[g]] : indptr[user_rows[g] + 1]] for g in group]))
-            if not len(items):
-                continue
+        lo = 0
+        while lo < len(user_rows):
+            hi = lo + 1  # a group: consecutive users whose history items fit the budget (at least one user)
+            while hi < len(user_rows) and lengths[lo : hi + 1].sum() <= budget:
+                hi += 1
+            items = np.unique(np.concatenate([indices[indptr[r] : indptr[r + 1]] for r in user_rows[lo:hi]]))
             sims = E[items] @ E.T  # (group's distinct history items, n_items)
-            position = {int(item): p for p, item in enumerate(items)}
-            centroids = np.zeros((len(group), E.shape[1]), dtype=np.float32)
-            for g_pos, g in enumerate(group):
-                r = user_rows[g]
+            centroids = np.zeros((hi - lo, E.shape[1]), dtype=np.float32)  # stays 0 for users without history
+            for j in range(lo, hi):
+                r = user_rows[j]
                 own, w = indices[indptr[r] : indptr[r + 1]], data[indptr[r] : indptr[r + 1]]
                 if not len(own):
                     continue
                 top = w.max()
                 w = w / top if top > 0 else np.ones_like(w)  # all 0: a model saved before weights were relative
-                centroids[g_pos] = l2_normalise((w @ E[own])[None, :])[0]
-                rows = np.fromiter((position[int(i)] for i in own), dtype=np.int64, count=len(own))
-                out[g] = (1.0 - cw) * (sims[rows] * w[:, None]).max(axis=0)
-            has_history = np.asarray([indptr[user_rows[g] + 1] > indptr[user_rows[g]] for g in group])
-            blended = cw * (centroids @ E.T)
-            for g_pos, g in enumerate(group):
-                if has_history[g_pos]:
-                    out[g] += blended[g_pos]
+                centroids[j - lo] = l2_normalise((w @ E[own])[None, :])[0]
+                out[j] = (1.0 - cw) * (sims[np.searchsorted(items, own)] * w[:, None]).max(axis=0)
+            out[lo:hi] += cw * (centroids @ E.T)
+            lo = hi
         return out + self.offset
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -197,7 +197,6 @@ class TwoTowerRecommender(ScoringRecommender):
         tower, result = train(spec, c, items, queries, targets, val, on_epoch=self._callback("validation"))
         self.last_tower = tower
         self.holdout_user_ids = data.user_index.ids[rows]
-        self.validation_users = len(rows)
         self.holdout_user_vectors = user_vectors(tower, spec, items, val_queries)
         self.holdout_item_vectors = item_vectors(tower, spec, items)
         return result

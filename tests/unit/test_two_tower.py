@@ -270,5 +270,5 @@ def test_big_windows_train_on_a_bounded_draw_per_epoch(world: tuple[ProjectConfi
     capped = TwoTowerRecommender(capped_config, config.models.als, full.features).fit(data)
     assert capped.validation_result is not None and capped.train_result is not None
     assert {h["examples"] for h in capped.train_result.history + capped.validation_result.history} == {64.0}
-    assert capped.validation_users == 3 < full.validation_users
+    assert len(capped.holdout_user_ids) == 3 < len(full.holdout_user_ids)
     assert capped.user_vectors.shape == full.user_vectors.shape, "every user still gets a vector"
