@@ -172,13 +172,17 @@ class TreeMemory:
         return self.peak_mb
 
 
-def finished_stages(work: Path) -> dict[str, float]:
-    """Seconds of every stage that finished in a work dir (from the stage markers), for a stopped rung."""
+def finished_stages(work: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds and peak memory (MB) of every stage that finished in a work dir (from the stage markers), for a stopped rung."""
     done: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     for marker in sorted(work.glob("stages/*/*/_stage.json")):
         info = json.loads(marker.read_text())
-        done[info.get("stage", marker.parent.parent.name)] = round(float(info.get("seconds", 0.0)), 1)
-    return done
+        name = info.get("stage", marker.parent.parent.name)
+        done[name] = round(float(info.get("seconds", 0.0)), 1)
+        if info.get("peak_rss_mb") is not None:
+            peaks[name] = round(float(info["peak_rss_mb"]), 1)
+    return done, peaks
 
 
 def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_seconds: float | None = None) -> dict[str, Any]:
@@ -237,7 +241,7 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
         "log": str(work / "train.log"), "complete": not stopped,
     }
     if stopped:
-        record["stages"] = finished_stages(work)
+        record["stages"], record["stage_peak_rss_mb"] = finished_stages(work)
         record["returncode"] = 0
         print(f"[{name}] stopped at {wall:,.0f} s; finished: " + ", ".join(f"{s} {v:,.0f}s" for s, v in record["stages"].items()), flush=True)
         return record
@@ -250,6 +254,10 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
     stages = {s: round(v["compute_seconds"] if v["reused"] else v["seconds"], 1) for s, v in summary["stages"].items()}
     stages["bundle"] = round(max(0.0, summary["seconds"] - sum(v["seconds"] for v in summary["stages"].values())), 1)
     record["stages"] = stages
+    # Each stage's own peak (the training process resets the kernel's high-water mark per stage).
+    record["stage_peak_rss_mb"] = {s: round(v["peak_rss_mb"], 1) for s, v in summary["stages"].items() if v.get("peak_rss_mb") is not None}
+    record["peak_rss_process_mb"] = round(max(record["peak_rss_process_mb"], summary.get("peak_rss_mb") or 0.0), 1)
+    record["peak_rss_mb"] = round(max(record["peak_rss_mb"], record["peak_rss_process_mb"]), 1)
     record["pipeline_seconds"] = round(summary["seconds"], 1)
     record["reused"] = [s for s, v in summary["stages"].items() if v["reused"]]
     record["metrics"] = summary["stages"].get("evaluate", {}).get("metrics", {})
@@ -284,6 +292,17 @@ def markdown(results: dict[str, Any]) -> str:
     if any(not r.get("complete", True) for r in rungs):
         lines += ["", "A rung *stopped at* N s was stopped before its end (`--max-seconds`, or by hand as its note says): its row has the stages it finished; CPU and memory are up to the stop."]
     lines += [f"- {r['rung']}: {r['note']}" for r in rungs if r.get("note")]
+    peaks = [r for r in rungs if r.get("stage_peak_rss_mb")]
+    if peaks:
+        shown = [s for s in STAGE_ORDER if any(s in r["stage_peak_rss_mb"] for r in peaks)]
+        lines += [
+            "",
+            "Peak resident memory of the training process within each stage (MB; the kernel's high-water mark, reset as each stage starts):",
+            "",
+            "| rung | " + " | ".join(shown) + " |",
+            "|---|" + "---:|" * len(shown),
+        ]
+        lines += [f"| {r['rung']} | " + " | ".join(f"{r['stage_peak_rss_mb'][s]:,.0f}" if s in r["stage_peak_rss_mb"] else "" for s in shown) + " |" for r in peaks]
     lines += ["", f"![stage seconds against purchases](bench/results/{PLOT})", ""]
     return "\n".join(lines)
 

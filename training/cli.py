@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import traceback
@@ -209,10 +208,13 @@ def _train(args: argparse.Namespace) -> int:
         summary = {
             "config": str(args.config),
             "seconds": outcome.seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": outcome.peak_rss_mb,
             "bundle": str(outcome.bundle.path) if outcome.bundle else None,
             "stages": {
-                name: {"path": str(r.path), "reused": r.reused, "seconds": r.seconds, "compute_seconds": r.compute_seconds, "metrics": r.metrics}
+                name: {
+                    "path": str(r.path), "reused": r.reused, "seconds": r.seconds, "compute_seconds": r.compute_seconds,
+                    "peak_rss_mb": r.peak_rss_mb, "metrics": r.metrics,
+                }
                 for name, r in outcome.stages.items()
             },
         }

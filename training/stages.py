@@ -23,6 +23,7 @@ import mlflow
 from mlflow.entities import Run
 
 from recsys.config import ProjectConfig
+from training.memory import peak_rss_mb, reset_peak
 from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class StageResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     compute_seconds: float = 0.0  # the time the stage took when it was computed (kept in its marker)
+    peak_rss_mb: float | None = None  # the process's resident-set peak during the stage (None: reused)
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
@@ -62,6 +64,7 @@ class StageRunner:
         self.parent = parent
         self.force = force or set()
         self.results: dict[str, StageResult] = {}
+        self.peak_rss_mb = peak_rss_mb()  # the run's peak: the largest of the stages' peaks and what came before them
         self._clean_temp()
 
     def _clean_temp(self) -> None:
@@ -87,15 +90,21 @@ class StageRunner:
         if reused:
             marker = json.loads((final / MARKER).read_text())
             metrics, compute_seconds = marker["metrics"], float(marker.get("seconds", 0.0))
+            stage_peak = None
             log.info("stage %-12s reused (%s)", name, fp)
         else:
             log.info("stage %-12s running (%s)", name, fp)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+            # Whatever the process held before the stage is the floor of the stage's own peak.
+            self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb())
+            reset_peak()
             try:
                 metrics = fn(tmp) or {}
                 compute_seconds = time.perf_counter() - start
-                marker = {"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics, "seconds": compute_seconds}
+                stage_peak = peak_rss_mb()
+                self.peak_rss_mb = max(self.peak_rss_mb, stage_peak)
+                marker = {"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics, "seconds": compute_seconds, "peak_rss_mb": stage_peak}
                 (tmp / MARKER).write_text(json.dumps(marker, default=str, indent=2))
                 if final.exists():
                     shutil.rmtree(final)
@@ -104,10 +113,11 @@ class StageRunner:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         seconds = time.perf_counter() - start
-        result = StageResult(name, final, fp, reused, seconds, metrics, compute_seconds)
+        result = StageResult(name, final, fp, reused, seconds, metrics, compute_seconds, stage_peak)
         self.results[name] = result
         self._track(result, inputs)
-        log.info("stage %-12s done in %.1fs %s", name, seconds, _short(metrics))
+        peak = f", peak RSS {stage_peak:,.0f} MB" if stage_peak is not None else ""
+        log.info("stage %-12s done in %.1fs%s %s", name, seconds, peak, _short(metrics))
         return result
 
     def _track(self, result: StageResult, inputs: dict[str, Any]) -> None:
@@ -117,6 +127,8 @@ class StageRunner:
         with start_run(self.config, result.name, parent=self.parent, params=params, tags={"stage": result.name, "reused": str(result.reused)}):
             log_metrics(result.metrics)
             mlflow.log_metric("stage_seconds", result.seconds)
+            if result.peak_rss_mb is not None:
+                mlflow.log_metric("stage_peak_rss_mb", result.peak_rss_mb)
             mlflow.set_tag("fingerprint", result.fingerprint)
 
 

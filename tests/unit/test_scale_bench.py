@@ -42,6 +42,9 @@ def test_a_rung_trains_end_to_end_and_is_measured(rung: dict) -> None:
     assert all(v >= 0 for v in rung["stages"].values())
     assert rung["cpu_seconds"] > 0 and rung["wall_seconds"] >= rung["pipeline_seconds"]
     assert rung["peak_rss_mb"] > 100, "the training process's memory, not the harness's"
+    peaks = rung["stage_peak_rss_mb"]
+    assert set(peaks) == set(rung["stages"]) - {"bundle"}, "every computed stage has its own peak"
+    assert all(0 < v <= rung["peak_rss_mb"] for v in peaks.values())
     assert rung["reused"] == [], "a fresh work dir: nothing reused"
     work = Path(rung["log"]).parent
     assert not (work / "stale.txt").exists(), "the rung's work dir starts empty"
@@ -85,6 +88,7 @@ def test_report_writes_the_table_plot_and_only_its_readme_section(rung: dict, tm
     readme.write_text(f"intro\n{scale_bench.START}\nSTALE-TABLE\n{scale_bench.END}\noutro\n")
     text = scale_bench.write_report(results, tmp_path, readme)
     assert "| shop | " in text and "| shop_x10 | " in text and "precompute s" in text
+    assert "within each stage" in text, "the per-stage memory table"
     content = readme.read_text()
     assert content.startswith("intro\n") and content.endswith("outro\n") and "STALE-TABLE" not in content
     assert (tmp_path / scale_bench.PLOT).stat().st_size > 10_000
