@@ -380,6 +380,11 @@ class IndexConfig(StrictModel):
     ef_search: int = Field(default=1024, ge=8)
     ivf_lists: int = Field(default=0, ge=0, description="IVF cells; 0 = about 4 * sqrt(items), a power of two")
     nprobe: int = Field(default=128, ge=1, description="IVF cells scanned per query")
+    screen_rank: int = Field(
+        default=128, ge=0,
+        description="batch searches (training folds, precomputed candidates) score the items bought in the window in full "
+        "and screen the never-bought ones through a bound from their top screen_rank principal directions (exact); 0 = off",
+    )
 
     def breadth(self, kind: str) -> int:
         """The search breadth configured for an index kind: ``nprobe`` (IVF) or ``ef_search`` (HNSW)."""

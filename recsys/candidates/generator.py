@@ -20,7 +20,7 @@ from recsys.candidates import sources as src
 from recsys.candidates.merge import Candidate, SourceLists, merge
 from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
 from recsys.data.interactions import TrainingData
-from recsys.index.faiss_index import ItemIndex
+from recsys.index.faiss_index import EXACT_BATCH_MIN, ItemIndex
 from recsys.models.base import Recommendations, Recommender, write_atomic_dir
 from recsys.models.ease import EASERecommender
 from recsys.models.history import HistoryRecommender
@@ -155,6 +155,8 @@ class CandidateGenerator(Recommender):
             elif source == "copurchase":
                 out[source] = src.copurchase_lists(self.knn, self.history, users, k, self.config.recent_items)
             elif source == "two_tower":
+                if len(users) >= EXACT_BATCH_MIN:
+                    self._screen_tower_index()
                 rows = self.two_tower.user_index.lookup(users)
                 known = rows >= 0
                 vectors = self.two_tower.user_vectors[np.clip(rows, 0, None)]
@@ -174,6 +176,20 @@ class CandidateGenerator(Recommender):
                 out[source] = {u: items[:want] for u, items in out[source].items()}
             self.timings[source] = time.perf_counter() - start
         return out
+
+    def _screen_tower_index(self) -> None:
+        """Screen the never-bought items of the tower index in batch searches (once; exact, see ``ItemIndex.screen_cold``)."""
+        # Once per index: a refit or a load brings a new index object.
+        if self.__dict__.get("_screen_tried_for") is self.tower_index or not self.index_config.screen_rank:
+            return
+        self._screen_tried_for = self.tower_index
+        bought = np.bincount(self.history.history.indices, minlength=len(self.history.item_index)) > 0
+        rows = self.history.item_index.lookup(self.tower_index.item_ids.tolist())
+        warm = np.where(rows >= 0, bought[np.maximum(rows, 0)], False)
+        start = time.perf_counter()
+        if self.tower_index.screen_cold(warm, self.index_config.screen_rank):
+            log.info("two-tower batch search: %d bought items in full, %d never-bought screened (rank %d), set up in %.1fs",
+                     int(warm.sum()), int((~warm).sum()), self.index_config.screen_rank, time.perf_counter() - start)
 
     def visitor_lists(self, item_rows: np.ndarray, k: int | None = None) -> dict[str, list[str]]:
         """Each source's list for a visitor known only by the items of this visit (no fitted user row).

@@ -26,6 +26,7 @@ import numpy as np
 
 from recsys.atomic import write_dir
 from recsys.config import IndexConfig
+from recsys.index.screened import ScreenedSearch
 
 FORMAT_VERSION = 1
 APPROXIMATE = ("hnsw", "ivf")  # kinds stored as norm-augmented vectors searched by L2
@@ -48,6 +49,7 @@ class ItemIndex:
     kind: str
     max_norm: float = 0.0
     _flat: faiss.IndexFlatIP | None = field(default=None, repr=False, compare=False)  # exact twin of an HNSW index, made on its first batch
+    _screen: ScreenedSearch | None = field(default=None, repr=False, compare=False)  # set by :meth:`screen_cold`
 
     @classmethod
     def build(cls, item_ids: np.ndarray, vectors: np.ndarray, config: IndexConfig | None = None, threads: int = 2) -> Self:
@@ -142,6 +144,8 @@ class ItemIndex:
         if self.kind == "ivf":
             return self.search(queries, k)
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._screen is not None:
+            return self._screen.search(q, k)
         if self.kind == "exact":
             scores, rows = self.index.search(q, min(k, len(self)))
             return rows, scores
@@ -151,6 +155,34 @@ class ItemIndex:
             self._flat.add(np.ascontiguousarray(stored[:, :-1]))
         scores, rows = self._flat.search(q, min(k, len(self)))
         return rows, scores
+
+    def screen_cold(self, warm_mask: np.ndarray, rank: int) -> bool:
+        """Let batch searches score only the ``warm_mask`` items in full and screen the rest (still exact).
+
+        See :class:`~recsys.index.screened.ScreenedSearch`: the warm items set each user's k-th
+        score, and the others are scored only where a low-rank bound says they can reach it.
+
+        Args:
+            warm_mask: (len(self),) True for items scored in full (e.g. bought in the window), in index order.
+            rank: directions of the cold items' subspace (0: no screening).
+
+        Returns:
+            Whether screening is on (it is left off where it cannot pay: few cold items, or a
+            rank not below the vector size; an IVF index keeps its own approximate batch search).
+        """
+        if self.kind == "ivf" or rank < 1:
+            return False
+        stored = self.index.reconstruct_n(0, len(self))
+        vectors = np.ascontiguousarray(stored[:, :-1] if self.kind in APPROXIMATE else stored, dtype=np.float32)
+        self._screen = ScreenedSearch.build(vectors, warm_mask, rank)
+        if self._screen is not None:
+            self._flat = None  # the screened search replaces the exact twin
+        return self._screen is not None
+
+    @property
+    def screened(self) -> bool:
+        """Whether batch searches are screened (:meth:`screen_cold`)."""
+        return self._screen is not None
 
     @property
     def breadth(self) -> int | None:

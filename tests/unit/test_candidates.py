@@ -165,3 +165,24 @@ def test_saved_indexes_are_loaded_not_rebuilt(generator: CandidateGenerator, tmp
     loaded = CandidateGenerator.load(path)
     assert loaded.tower_index.item_ids.tolist() == generator.tower_index.item_ids.tolist()
     assert len(loaded.content_index) == len(generator.content_index)
+
+
+def test_batches_screen_the_never_bought_items_once(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch (training folds, the precomputed table) asks the tower index to screen the items not
+    bought in the window, once per index; a request's few users never pay for setting it up."""
+    from recsys.index.faiss_index import EXACT_BATCH_MIN, ItemIndex
+
+    _, data = world
+    calls: list[tuple[np.ndarray, int]] = []
+    monkeypatch.setattr(ItemIndex, "screen_cold", lambda self, warm, rank: calls.append((warm, rank)) or False)
+    generator.__dict__.pop("_screen_tried_for", None)
+    generator.source_lists(data.user_index.ids[:3].tolist())
+    assert calls == [], "a request does not set up the screening"
+    users = data.user_index.ids[:EXACT_BATCH_MIN].tolist()
+    generator.source_lists(users)
+    generator.source_lists(users)
+    assert len(calls) == 1, "set up once per index"
+    warm, rank = calls[0]
+    bought = set(data.item_index.ids[np.unique(data.user_items.indices)].tolist())
+    assert warm.tolist() == [item in bought for item in generator.tower_index.item_ids.tolist()]
+    assert rank == generator.index_config.screen_rank
