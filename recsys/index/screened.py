@@ -23,7 +23,6 @@ from typing import Self
 import faiss
 import numpy as np
 
-RESCORE_PAIRS = 2**15  # (user, cold item) pairs rescored per chunk: 2 x 2**15 gathered vectors, ~117 MB at d=448
 # The bound is exact in real arithmetic; float32 products and a float32 basis are not. Items are
 # kept when their bound is within this fraction of |q| * max|x - m| below tau, far above the
 # rounding of 448-term float32 sums (~1e-5 relative) and far below the gaps seen (tau ~0.4,
@@ -57,6 +56,7 @@ class ScreenedSearch:
     cold_radius: float
     screen: faiss.IndexFlatIP
     _flat: faiss.IndexFlatIP | None = field(default=None, repr=False, compare=False)
+    hits_per_query: float = field(default=0.0, compare=False)  # cold items rescored per query in the last search
 
     @classmethod
     def build(cls, vectors: np.ndarray, warm_mask: np.ndarray, rank: int, sample: int = 20_000, seed: int = 0) -> Self | None:
@@ -133,12 +133,15 @@ class ScreenedSearch:
         lims, _, cold = self.screen.range_search(probe, 0.0)
         bounds = np.asarray(lims, dtype=np.int64)
         users = np.repeat(np.arange(n), bounds[1:] - bounds[:-1])
+        hit_rows = self.cold_rows[cold]
+        self.hits_per_query = len(users) / max(n, 1)
         cold_scores = np.zeros(len(users), dtype=np.float32)
-        for lo in range(0, len(users), RESCORE_PAIRS):  # gathered vectors in bounded chunks
-            part = slice(lo, lo + RESCORE_PAIRS)
-            cold_scores[part] = np.einsum("ij,ij->i", q[users[part]], self.vectors[self.cold_rows[cold[part]]])
+        for u in np.flatnonzero(bounds[1:] > bounds[:-1]):  # per user over its hits (gathering q per pair doubled the traffic)
+            lo, hi = bounds[u], bounds[u + 1]
+            # einsum sums each row alone: BLAS can round equal rows differently by where they sit
+            cold_scores[lo:hi] = np.einsum("ij,j->i", self.vectors[hit_rows[lo:hi]], q[u])
         owner = np.concatenate([np.repeat(np.arange(n), warm_rows.shape[1]), users])
-        rows = np.concatenate([warm_rows.ravel(), self.cold_rows[cold]])
+        rows = np.concatenate([warm_rows.ravel(), hit_rows])
         scores = np.concatenate([warm_scores.ravel(), cold_scores.astype(np.float32)])
         return _best(kk, rows, scores, owner, n)
 

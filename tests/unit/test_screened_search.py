@@ -20,14 +20,15 @@ def reference(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndar
 
 def catalogue(seed: int = 0, n_warm: int = 300, n_cold: int = 2_000, d: int = 48, rank: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warm items spread over every direction; cold items near a low-rank subspace, as metadata-only
-    tower vectors are; a few cold items made strong enough to enter the top k."""
+    tower vectors are, a few of them long enough to enter some users' top k."""
     rng = np.random.default_rng(seed)
     warm = rng.standard_normal((n_warm, d))
     directions = rng.standard_normal((rank, d))
-    cold = 0.3 * rng.standard_normal((n_cold, rank)) @ directions / np.sqrt(d) + 0.01 * rng.standard_normal((n_cold, d))
+    cold = 0.3 * rng.standard_normal((n_cold, rank)) @ directions / np.sqrt(d) + 0.001 * rng.standard_normal((n_cold, d))
     queries = rng.standard_normal((64, d))
     strong = rng.choice(n_cold, size=20, replace=False)
-    cold[strong] = 3.0 * queries[rng.integers(0, len(queries), size=20)]  # these beat most warm items for some users
+    cold[strong] *= 60.0  # in the same subspace, long enough to beat most warm items for some users
+    cold[strong[:4]] = cold[strong[4:8]]  # exact duplicates: ties go to the lower row
     vectors = np.vstack([warm, cold]).astype(np.float32)
     mask = np.zeros(len(vectors), dtype=bool)
     mask[:n_warm] = True
@@ -84,3 +85,19 @@ def test_an_index_with_screening_gives_the_same_batch_lists(config: IndexConfig)
     assert index.search_ids(queries, 60, batch_exact=True) == [ids[r].tolist() for r in after_rows]
     assert index.search_ids(queries[:1], 60) == index.search_ids(queries[:1], 60), "single queries still walk the index"
     assert not ItemIndex.build(ids, vectors, config).screen_cold(warm, 0), "rank 0 turns it off"
+
+
+def test_a_loose_bound_switches_screening_off_after_one_exact_batch() -> None:
+    """Cold items spread over every direction leave the bound loose: the batch is still exact, and
+    the index goes back to the plain search, which is then cheaper."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3_000, 32)).astype(np.float32)
+    warm = np.zeros(len(vectors), dtype=bool)
+    warm[:500] = True
+    queries = rng.standard_normal((40, 32)).astype(np.float32)
+    index = ItemIndex.build(np.asarray([f"i{r}" for r in range(len(vectors))]), vectors)
+    plain_rows, _ = index.search_exact(queries, 20)
+    assert index.screen_cold(warm, 4)
+    rows, _ = index.search_exact(queries, 20)
+    assert all(set(a) == set(b) for a, b in zip(rows, plain_rows))
+    assert not index.screened, "more than SCREEN_MAX_HITS rescored per query"
