@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from recsys.data.loading import read_table  # noqa: E402
 
 START, END = "<!-- bench:scale:start -->", "<!-- bench:scale:end -->"
 PLOT = "scale_stage_seconds.png"
+MEMORY_CSV = "memory.csv"  # a rung's resident-memory timeline, in its work dir
 STAGE_ORDER = ("content", "label_fold", "label_fold_2", "label_fold_3", "reranker", "serving_fold", "evaluate", "precompute", "bundle")
 
 
@@ -134,10 +136,11 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 
 class TreeMemory:
-    """Samples the summed resident memory of a process and its descendants (the peak is kept)."""
+    """Samples the summed resident memory of a process and its descendants (the peak and a timeline are kept)."""
 
     def __init__(self, pid: int, every: float = 0.5):
         self.pid, self.every, self.peak_mb = pid, every, 0.0
+        self.samples: list[tuple[str, float]] = []  # (local wall-clock time, the train log's clock; MB), one per second at most
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -164,6 +167,15 @@ class TreeMemory:
                 except (OSError, IndexError, ValueError):
                     continue
             self.peak_mb = max(self.peak_mb, total)
+            now = dt.datetime.now().isoformat(timespec="seconds")
+            if not self.samples or self.samples[-1][0] != now:
+                self.samples.append((now, total))
+            else:
+                self.samples[-1] = (now, max(total, self.samples[-1][1]))
+
+    def write(self, path: Path) -> None:
+        """Write the timeline as ``time,rss_mb`` lines (what :func:`plot_memory` reads)."""
+        path.write_text("time,rss_mb\n" + "".join(f"{t},{mb:.0f}\n" for t, mb in self.samples))
 
     def stop(self) -> float:
         """Stop sampling; the peak in MB."""
@@ -232,13 +244,14 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
             time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
         tree_peak = memory.stop()
+        memory.write(work / MEMORY_CSV)
     wall = time.perf_counter() - started
     record: dict[str, Any] = {
         "rung": name, "config": spec.config, "synthetic_scale": spec.synthetic_scale, **facts,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "returncode": proc.returncode,
         "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mb": round(max(tree_peak, usage.ru_maxrss / 1024), 1), "peak_rss_process_mb": round(usage.ru_maxrss / 1024, 1),
-        "log": str(work / "train.log"), "complete": not stopped,
+        "log": str(work / "train.log"), "complete": not stopped, "memory_plot": bool(memory.samples),
     }
     if stopped:
         record["stages"], record["stage_peak_rss_mb"] = finished_stages(work)
@@ -266,6 +279,11 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
 
 
 # -- the report ----------------------------------------------------------------------------------------
+
+
+def memory_plot(rung: str) -> str:
+    """File name of a rung's memory-profile plot in the results folder."""
+    return f"scale_memory_{rung}.png"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -304,6 +322,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         lines += [f"| {r['rung']} | " + " | ".join(f"{r['stage_peak_rss_mb'][s]:,.0f}" if s in r["stage_peak_rss_mb"] else "" for s in shown) + " |" for r in peaks]
     lines += ["", f"![stage seconds against purchases](bench/results/{PLOT})", ""]
+    lines += [f"![{r['rung']} memory by stage](bench/results/{memory_plot(r['rung'])})\n" for r in rungs if r.get("memory_plot")]
     return "\n".join(lines)
 
 
@@ -337,11 +356,60 @@ def plot(results: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def stage_spans(train_log: Path) -> list[tuple[str, dt.datetime, dt.datetime | None]]:
+    """(stage, start, end) of every stage the training log shows running (end None: still running or stopped)."""
+    spans: list[tuple[str, dt.datetime, dt.datetime | None]] = []
+    for line in train_log.read_text(errors="replace").splitlines():
+        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ INFO training\.stages: stage (\S+)\s+(running|done|reused)", line)
+        if not match:
+            continue
+        at, name, what = dt.datetime.fromisoformat(match.group(1)), match.group(2), match.group(3)
+        if what == "running":
+            spans.append((name, at, None))
+        elif what == "done" and spans and spans[-1][0] == name:
+            spans[-1] = (name, spans[-1][1], at)
+    return spans
+
+
+def plot_memory(memory_csv: Path, train_log: Path, title: str, path: Path) -> None:
+    """Resident memory against time with each stage's span shaded and named (a rung's memory profile)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [line.split(",") for line in memory_csv.read_text().splitlines()[1:] if line]
+    if not rows:
+        return
+    times = [dt.datetime.fromisoformat(t) for t, _ in rows]
+    start = times[0]
+    minutes = [(t - start).total_seconds() / 60 for t in times]
+    gb = [float(mb) / 1024 for _, mb in rows]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(minutes, gb, color="black", linewidth=1)
+    colours = plt.get_cmap("tab10")
+    for i, (name, began, ended) in enumerate(stage_spans(train_log)):
+        lo = (began - start).total_seconds() / 60
+        hi = ((ended or times[-1]) - start).total_seconds() / 60
+        if hi <= 0:
+            continue
+        ax.axvspan(max(lo, 0), hi, color=colours(i % 10), alpha=0.15)
+        ax.text((max(lo, 0) + hi) / 2, max(gb) * 1.02, name, rotation=90, ha="center", va="bottom", fontsize=7)
+    ax.set(xlabel="minutes", ylabel="resident memory (GB)", title=title, ylim=(0, max(gb) * 1.35))
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def write_report(results: dict[str, Any], results_dir: Path, readme: Path) -> str:
     """Write scale.md, the plot and the README section (between the scale markers)."""
     text = markdown(results)
     (results_dir / "scale.md").write_text(text)
     plot(results, results_dir / PLOT)
+    for record in results["rungs"].values():
+        work = Path(record.get("log", "")).parent
+        if (work / MEMORY_CSV).is_file() and Path(record["log"]).is_file():
+            plot_memory(work / MEMORY_CSV, Path(record["log"]), f"recsys train on {record['rung']}: resident memory by stage", results_dir / memory_plot(record["rung"]))
     replace_readme_section(readme, START, END, text)
     return text
 

@@ -89,6 +89,9 @@ def test_report_writes_the_table_plot_and_only_its_readme_section(rung: dict, tm
     text = scale_bench.write_report(results, tmp_path, readme)
     assert "| shop | " in text and "| shop_x10 | " in text and "precompute s" in text
     assert "within each stage" in text, "the per-stage memory table"
+    assert (tmp_path / scale_bench.memory_plot("shop")).stat().st_size > 10_000, "the rung's memory timeline, stages shaded"
+    spans = scale_bench.stage_spans(Path(rung["log"]))
+    assert [name for name, _, _ in spans][:2] == ["content", "label_fold"] and all(end is not None for _, _, end in spans)
     content = readme.read_text()
     assert content.startswith("intro\n") and content.endswith("outro\n") and "STALE-TABLE" not in content
     assert (tmp_path / scale_bench.PLOT).stat().st_size > 10_000
