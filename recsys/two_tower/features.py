@@ -210,15 +210,29 @@ def _queries_from_context(
     bag.sum_duplicates()
     als_vec = als.fold_in(bag)
     weighted = sp.csr_matrix((weights, (q, item_rows)), shape=(n, items.n_items))
-    centroid = l2_normalise(np.asarray(weighted @ items.dense[:, :content_dim]))
     n_hist = np.diff(indptr).astype(np.float32)
     newest = ctx.group_by("query").agg(pl.col("age").min())
     recency = np.full(n, 30.0, dtype=np.float32)
     recency[newest["query"].to_numpy()] = newest["age"].to_numpy()
     attrs = np.where(user_rows[:, None] >= 0, attributes[np.clip(user_rows, 0, None)], 0.0).astype(np.float32)
     stats = np.stack([np.log1p(n_hist), np.log1p(recency)], axis=1).astype(np.float32)
-    dense = np.concatenate([als_vec, centroid, attrs, stats], axis=1).astype(np.float32)
+    # [ALS fold-in | content centroid | attributes | stats], written in place: the centroids of every
+    # query at once, then their normalised copy, then the concatenation were three (n x d) arrays,
+    # 13.1 GB peak in the 10x serving fold (n = 1.77M examples).
+    a = als_vec.shape[1]
+    c = a + content_dim
+    dense = np.empty((n, c + attrs.shape[1] + stats.shape[1]), dtype=np.float32)
+    dense[:, :a] = als_vec
+    del als_vec
+    content = np.ascontiguousarray(items.dense[:, :content_dim])
+    for lo in range(0, n, CENTROID_CHUNK):  # row by row the same sums as one product: chunks change no value
+        dense[lo : lo + CENTROID_CHUNK, a:c] = l2_normalise(np.asarray(weighted[lo : lo + CENTROID_CHUNK] @ content))
+    dense[:, c : c + attrs.shape[1]] = attrs
+    dense[:, c + attrs.shape[1] :] = stats
     return Queries(user_rows.astype(np.int64), indptr, item_rows, weights, dense)
+
+
+CENTROID_CHUNK = 65_536  # queries whose content centroids are computed at once (~64 MB at 256 dimensions)
 
 
 EXAMPLE_CHUNK = 100_000  # targets whose history windows are gathered at once (memory: chunk x window)

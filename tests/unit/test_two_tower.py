@@ -272,3 +272,24 @@ def test_big_windows_train_on_a_bounded_draw_per_epoch(world: tuple[ProjectConfi
     assert {h["examples"] for h in capped.train_result.history + capped.validation_result.history} == {64.0}
     assert len(capped.holdout_user_ids) == 3 < len(full.holdout_user_ids)
     assert capped.user_vectors.shape == full.user_vectors.shape, "every user still gets a vector"
+
+
+def test_query_features_built_in_chunks_equal_one_product(world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense query features are written block by block (memory); every value is the one-shot formula's."""
+    import scipy.sparse as sp
+
+    from recsys.two_tower import features
+    from recsys.vectors import l2_normalise
+
+    config, data = world
+    _, _, items, als, attrs = parts(config, data)
+    rows = np.arange(data.n_users)
+    whole = inference_queries(data, rows, items, als, attrs, 2.0, 50)
+    monkeypatch.setattr(features, "CENTROID_CHUNK", 3)
+    chunked = inference_queries(data, rows, items, als, attrs, 2.0, 50)
+    assert np.array_equal(whole.dense, chunked.dense)
+    owner = np.repeat(np.arange(len(rows)), np.diff(whole.hist_indptr))
+    weighted = sp.csr_matrix((whole.hist_weights, (owner, whole.hist_items)), shape=(len(rows), items.n_items))
+    a = als.item_factors.shape[1]
+    dim = whole.dense.shape[1] - a - attrs.shape[1] - 2
+    np.testing.assert_array_equal(chunked.dense[:, a : a + dim], l2_normalise(np.asarray(weighted @ items.dense[:, :dim])))
