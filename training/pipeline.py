@@ -60,7 +60,6 @@ from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from recsys.registry import build_model
 from recsys.vectors import ItemVectors
 from training.content import run_content
-from training.memory import peak_rss_mb
 from training.reranker import train_ranker
 from training.retrieval import fit_retrieval
 from training.stages import StageResult, StageRunner
@@ -156,7 +155,7 @@ class Pipeline:
             if not write_bundle:
                 seconds = time.perf_counter() - start
                 log.info("stopped after the evaluation (no bundle) in %.0fs", seconds)
-                return PipelineOutcome(None, table, runner.results, parent.info.run_id, seconds, max(runner.peak_rss_mb, peak_rss_mb()))
+                return PipelineOutcome(None, table, runner.results, parent.info.run_id, seconds, runner.run_peak_mb())
             bundle = self._bundle(dataset, setup, content, serving_fold, ranker, evaluation, precomputed, parent.info.run_id)
             mlflow.set_tag("bundle_version", bundle.version)
             model_version = register_bundle(config, bundle.path, bundle.version, parent.info.run_id, evaluation.metrics)
@@ -168,7 +167,7 @@ class Pipeline:
             seconds = time.perf_counter() - start
             mlflow.log_metric("pipeline_seconds", seconds)
             log.info("bundle %s written in %.0fs total", bundle.path, seconds)
-            return PipelineOutcome(bundle, table, runner.results, parent.info.run_id, seconds, max(runner.peak_rss_mb, peak_rss_mb()))
+            return PipelineOutcome(bundle, table, runner.results, parent.info.run_id, seconds, runner.run_peak_mb())
 
     # -- stages -------------------------------------------------------------------------------
 

@@ -64,8 +64,12 @@ class StageRunner:
         self.parent = parent
         self.force = force or set()
         self.results: dict[str, StageResult] = {}
-        self.peak_rss_mb = peak_rss_mb()  # the run's peak: the largest of the stages' peaks and what came before them
+        self._peak_before_stages = peak_rss_mb()  # the largest mark outside the stages seen so far, and the stages' peaks
         self._clean_temp()
+
+    def run_peak_mb(self) -> float:
+        """The process's resident-set peak so far: every stage's peak and the mark outside them (since the last reset)."""
+        return max(self._peak_before_stages, peak_rss_mb())
 
     def _clean_temp(self) -> None:
         for tmp in self.root.glob("*/.tmp-*"):
@@ -97,13 +101,13 @@ class StageRunner:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             # Whatever the process held before the stage is the floor of the stage's own peak.
-            self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb())
+            self._peak_before_stages = max(self._peak_before_stages, peak_rss_mb())
             reset_peak()
             try:
                 metrics = fn(tmp) or {}
                 compute_seconds = time.perf_counter() - start
                 stage_peak = peak_rss_mb()
-                self.peak_rss_mb = max(self.peak_rss_mb, stage_peak)
+                self._peak_before_stages = max(self._peak_before_stages, stage_peak)
                 marker = {"stage": name, "fingerprint": fp, "inputs": inputs, "metrics": metrics, "seconds": compute_seconds, "peak_rss_mb": stage_peak}
                 (tmp / MARKER).write_text(json.dumps(marker, default=str, indent=2))
                 if final.exists():

@@ -55,6 +55,7 @@ class CandidateGenerator(Recommender):
         self.exclude_seen = exclude_seen if exclude_seen is not None else (project is not None and project.repeats == "exclude")
         self.weights: dict[str, float] = dict(config.weights)
         self.timings: dict[str, float] = {}
+        self._screen_tried_for: ItemIndex | None = None  # the tower index screening was set up for (a refit or load brings a new one)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> Self:
@@ -179,8 +180,7 @@ class CandidateGenerator(Recommender):
 
     def _screen_tower_index(self) -> None:
         """Screen the never-bought items of the tower index in batch searches (once; exact, see ``ItemIndex.screen_cold``)."""
-        # Once per index: a refit or a load brings a new index object.
-        if self.__dict__.get("_screen_tried_for") is self.tower_index or not self.index_config.screen_rank:
+        if self._screen_tried_for is self.tower_index or not self.index_config.screen_rank:
             return
         self._screen_tried_for = self.tower_index
         bought = np.bincount(self.history.history.indices, minlength=len(self.history.item_index)) > 0

@@ -175,7 +175,7 @@ def test_batches_screen_the_never_bought_items_once(generator: CandidateGenerato
     _, data = world
     calls: list[tuple[np.ndarray, int]] = []
     monkeypatch.setattr(ItemIndex, "screen_cold", lambda self, warm, rank: calls.append((warm, rank)) or False)
-    generator.__dict__.pop("_screen_tried_for", None)
+    generator._screen_tried_for = None
     generator.source_lists(data.user_index.ids[:3].tolist())
     assert calls == [], "a request does not set up the screening"
     users = data.user_index.ids[:EXACT_BATCH_MIN].tolist()
