@@ -115,3 +115,33 @@ def write_dir(directory: str | Path, populate: Callable[[Path], None], replace: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> Path:
+    """Hard-link ``source`` at ``target``, or copy it where a link is impossible (another file system).
+
+    Artifacts are never changed in place (every writer replaces a whole file or folder), so a
+    bundle may share its large files with the training stage that made them instead of doubling
+    the disk they take (the 100x rung's generator is several GB).
+
+    Args:
+        source: an existing file.
+        target: the new name (must not exist).
+
+    Returns:
+        ``target`` as a Path.
+    """
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return Path(target)
+
+
+def copy_tree_linked(source: str | Path, target: str | Path) -> Path:
+    """``shutil.copytree`` whose files are hard links where possible (see :func:`link_or_copy`).
+
+    Returns:
+        ``target`` as a Path.
+    """
+    return Path(shutil.copytree(source, target, copy_function=link_or_copy))

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from features.engine import RecommendationEngine
-from features.ranking import RankingFeatures, user_states
+from features.ranking import user_states
 from features.ranking_examples import (
     RankingExamples,
     build_examples,
@@ -37,7 +37,7 @@ from features.ranking_examples import (
     user_attribute_columns,
     user_vectors,
 )
-from recsys.atomic import atomic_path
+from recsys.atomic import atomic_path, copy_tree_linked, link_or_copy
 from recsys.bundle import Bundle, remove_unfinished, write_bundle
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate
@@ -204,21 +204,26 @@ class Pipeline:
     def _ranker(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dirs: list[Path]) -> dict[str, float]:
         vectors = _content_vectors(content_dir)
         parts: list[RankingExamples] = []
-        features: RankingFeatures | None = None
+        columns: tuple[list[str], list[str]] | None = None  # (feature names, categorical ones) of the first fold
         for folds_back, fold_dir in enumerate(fold_dirs, start=1):
+            # One fold's window and generator at a time: at the 100x rung a loaded generator holds
+            # several GB, and only its examples outlive the iteration.
             data, labels = _label_window(dataset, setup, folds_back)
             generator = CandidateGenerator.load(fold_dir / "generator")
             fold_features = feature_builder(self.config, data, generator, vectors)
-            if features is not None and fold_features.feature_names != features.feature_names:
+            fold_columns = (fold_features.feature_names, fold_features.categorical_features)
+            if columns is not None and fold_columns != columns:
                 raise ValueError(f"label fold {fold_dir} yields other feature columns than the first fold")
-            features = features or fold_features
+            columns = columns or fold_columns
             candidates = _load_candidates(fold_dir / "candidates.parquet")
             users = list(candidates)
             truth = ground_truth(labels, users)
             states = user_states(data, users, user_attribute_columns(self.config), user_vectors(generator, users))
             parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
-        assert features is not None
+            del data, labels, generator, fold_features, candidates, states
+        assert columns is not None
         examples = concat_examples(parts)
+        del parts
         positive = int(examples.has_positive().sum())
         needed = self.config.reranker.min_label_users
         log.info("reranker: %d label users, %d with a target item among their candidates (at least %d needed)", len(examples.groups), positive, needed)
@@ -229,7 +234,7 @@ class Pipeline:
                 f"(label windows: {len(fold_dirs)} x {window}); at least reranker.min_label_users={needed} are needed to learn "
                 "a ranking. Widen split.validation, add reranker.label_folds, or lower reranker.min_label_users."
             )
-        model, metrics = train_ranker(examples, features, ranker_params(self.config), valid_share=self.config.reranker.valid_share, seed=self.config.reranker.seed)
+        model, metrics = train_ranker(examples, *columns, ranker_params(self.config), valid_share=self.config.reranker.valid_share, seed=self.config.reranker.seed)
         model.save(out / "ranker")
         importance = model.importance()
         (out / "importance.json").write_text(json.dumps(importance, indent=2))
@@ -354,12 +359,13 @@ class Pipeline:
                 setup.train.users.write_parquet(d / "data" / "users.parquet")
             if content_info.get("heads_dir"):
                 shutil.copytree(content_info["heads_dir"], d / "content_heads")
-            shutil.copytree(serving.path / "generator", d / "generator")
+            # Stage outputs are never changed in place, so the bundle links the large ones instead of copying.
+            copy_tree_linked(serving.path / "generator", d / "generator")
             shutil.copytree(ranker.path / "ranker", d / "ranker")
             if precomputed is not None:
-                shutil.copytree(precomputed.path / PRECOMPUTED_DIR, d / PRECOMPUTED_DIR)
+                copy_tree_linked(precomputed.path / PRECOMPUTED_DIR, d / PRECOMPUTED_DIR)
             if (content.path / "item_vectors.npz").is_file():
-                shutil.copy2(content.path / "item_vectors.npz", d / "item_vectors.npz")
+                link_or_copy(content.path / "item_vectors.npz", d / "item_vectors.npz")
             shutil.copy2(evaluation.path / "table.parquet", d / "evaluation.parquet")
             shutil.copy2(evaluation.path / "lift.json", d / "lift.json")
             shutil.copytree(evaluation.path / "lists", d / EVALUATION_LISTS)

@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 
-from features.ranking import RankingFeatures
 from features.ranking_examples import RankingExamples
 from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 
@@ -20,12 +19,25 @@ log = logging.getLogger(__name__)
 
 
 def train_ranker(
-    examples: RankingExamples, features: RankingFeatures, params: LambdaRankParams, valid_share: float = 0.15, seed: int = 0
+    examples: RankingExamples,
+    feature_names: list[str],
+    categorical: list[str],
+    params: LambdaRankParams,
+    valid_share: float = 0.15,
+    seed: int = 0,
 ) -> tuple[LambdaRankModel, dict[str, float]]:
     """Fit LambdaRank on users whose candidates contain at least one purchase.
 
     Users without a positive candidate carry no ranking signal for LambdaRank and are left out
     (counted in the returned metrics). A share of users is held out for early stopping.
+
+    Args:
+        examples: candidate rows with labels, grouped by user.
+        feature_names: the feature columns (``RankingFeatures.feature_names``).
+        categorical: those LightGBM treats as categories (``RankingFeatures.categorical_features``).
+        params: LambdaRank settings.
+        valid_share: share of users held out for early stopping.
+        seed: the hold-out draw.
 
     Returns:
         (model, metrics: group counts, positives, best iteration).
@@ -36,7 +48,7 @@ def train_ranker(
     is_valid = rng.random(len(usable.groups)) < valid_share
     train, valid = usable.subset(~is_valid), usable.subset(is_valid)
     log.info("reranker: %d users with a positive candidate of %d (%d train / %d valid), %d rows", len(usable.groups), len(examples.groups), len(train.groups), len(valid.groups), len(train.labels))
-    model = LambdaRankModel(features.feature_names, features.categorical_features, params)
+    model = LambdaRankModel(feature_names, categorical, params)
     model.fit(train.features, train.labels, train.groups, valid=(valid.features, valid.labels, valid.groups) if len(valid.groups) else None)
     metrics = {
         "ranker_users_total": float(len(examples.groups)),

@@ -23,7 +23,7 @@ import mlflow
 from mlflow.entities import Run
 
 from recsys.config import ProjectConfig
-from training.memory import peak_rss_mb, reset_peak
+from training.memory import peak_rss_mb, release_free_memory, reset_peak
 from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ class StageRunner:
             log.info("stage %-12s running (%s)", name, fp)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-            # Whatever the process held before the stage is the floor of the stage's own peak.
+            # Whatever the process held before the stage is the floor of the stage's own peak; the
+            # last stage's freed temporaries go back to the kernel first so they do not count.
+            release_free_memory()
             self._peak_before_stages = max(self._peak_before_stages, peak_rss_mb())
             reset_peak()
             try:

@@ -129,6 +129,10 @@ def weight_new_rows(counts: sp.csr_matrix, config: ALSConfig, idf: np.ndarray, a
     return x
 
 
+FOLD_IN_PARALLEL_ROWS = 1024  # rows from which a fold-in solves on FOLD_IN_THREADS threads
+FOLD_IN_THREADS = 2  # this project's machines have 2 cores; the two-tower's example fold-ins are 4M rows at the 100x rung
+
+
 def solve_user_factors(weighted: sp.csr_matrix, item_factors: np.ndarray, config: ALSConfig) -> np.ndarray:
     """The ALS user step for many weighted rows at once (implicit's ``recalculate_user``), items fixed.
 
@@ -149,7 +153,10 @@ def solve_user_factors(weighted: sp.csr_matrix, item_factors: np.ndarray, config
     weighted.data = np.maximum(weighted.data, 1e-6)
     nonempty = np.flatnonzero(np.diff(weighted.indptr))
     if len(nonempty):
-        solver = CpuALS(factors=item_factors.shape[1], regularization=config.regularization, alpha=config.alpha, num_threads=1)
+        # Each row is its own Cholesky solve, so threads change no value; a request's single row
+        # stays on one thread (starting a pool costs more than the solve).
+        threads = FOLD_IN_THREADS if len(nonempty) >= FOLD_IN_PARALLEL_ROWS else 1
+        solver = CpuALS(factors=item_factors.shape[1], regularization=config.regularization, alpha=config.alpha, num_threads=threads)
         solver.item_factors = item_factors
         out[nonempty] = solver.recalculate_user(nonempty, weighted[nonempty])
     return out

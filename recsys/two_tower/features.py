@@ -67,7 +67,7 @@ class Queries:
         hist_indptr: (n + 1,) offsets into ``hist_items`` / ``hist_weights``.
         hist_items: item rows of each query's history bag, most recent first.
         hist_weights: recency weights, summing to 1 within a query.
-        dense: (n, d) float32 user-side dense features.
+        dense: (n, d) user-side dense features: float32, or float16 for a large training set.
     """
 
     user_rows: np.ndarray
@@ -190,8 +190,14 @@ def _queries_from_context(
     content_dim: int,
     half_life: float,
     max_history: int,
+    compact: bool = False,
 ) -> Queries:
-    """Assemble queries from a long frame (query, item_idx, age) of history rows."""
+    """Assemble queries from a long frame (query, item_idx, age) of history rows.
+
+    ``compact`` (training examples) stores the dense features as float16 when float32 would take
+    more than ``HALF_PRECISION_BYTES``: 4M examples x 330 features are 5.3 GB in float32. Batches
+    widen them back to float32; the ~1e-3 relative rounding is far below the training noise.
+    """
     n = len(user_rows)
     ctx = (
         context.sort(["query", "age", "item_idx"])
@@ -208,7 +214,6 @@ def _queries_from_context(
 
     bag = sp.csr_matrix((np.ones(len(q), dtype=np.float32), (q, item_rows)), shape=(n, items.n_items))
     bag.sum_duplicates()
-    als_vec = als.fold_in(bag)
     weighted = sp.csr_matrix((weights, (q, item_rows)), shape=(n, items.n_items))
     n_hist = np.diff(indptr).astype(np.float32)
     newest = ctx.group_by("query").agg(pl.col("age").min())
@@ -216,23 +221,26 @@ def _queries_from_context(
     recency[newest["query"].to_numpy()] = newest["age"].to_numpy()
     attrs = np.where(user_rows[:, None] >= 0, attributes[np.clip(user_rows, 0, None)], 0.0).astype(np.float32)
     stats = np.stack([np.log1p(n_hist), np.log1p(recency)], axis=1).astype(np.float32)
-    # [ALS fold-in | content centroid | attributes | stats], written in place: the centroids of every
-    # query at once, then their normalised copy, then the concatenation were three (n x d) arrays,
-    # 13.1 GB peak in the 10x serving fold (n = 1.77M examples).
-    a = als_vec.shape[1]
+    # [ALS fold-in | content centroid | attributes | stats], written in place chunk by chunk: the
+    # fold-ins and centroids of every query at once, their normalised copy and the concatenation
+    # were four (n x d) arrays, 13.1 GB peak in the 10x serving fold (n = 1.77M examples).
+    a = als.dim
     c = a + content_dim
-    dense = np.empty((n, c + attrs.shape[1] + stats.shape[1]), dtype=np.float32)
-    dense[:, :a] = als_vec
-    del als_vec
+    width = c + attrs.shape[1] + stats.shape[1]
+    half = compact and n * width * 4 > HALF_PRECISION_BYTES
+    dense = np.empty((n, width), dtype=np.float16 if half else np.float32)
     content = np.ascontiguousarray(items.dense[:, :content_dim])
-    for lo in range(0, n, CENTROID_CHUNK):  # row by row the same sums as one product: chunks change no value
-        dense[lo : lo + CENTROID_CHUNK, a:c] = l2_normalise(np.asarray(weighted[lo : lo + CENTROID_CHUNK] @ content))
+    for lo in range(0, n, CENTROID_CHUNK):  # each row is its own solve and its own sum: chunks change no value
+        hi = min(lo + CENTROID_CHUNK, n)
+        dense[lo:hi, :a] = als.fold_in(bag[lo:hi])
+        dense[lo:hi, a:c] = l2_normalise(np.asarray(weighted[lo:hi] @ content))
     dense[:, c : c + attrs.shape[1]] = attrs
     dense[:, c + attrs.shape[1] :] = stats
     return Queries(user_rows.astype(np.int64), indptr, item_rows, weights, dense)
 
 
-CENTROID_CHUNK = 65_536  # queries whose content centroids are computed at once (~64 MB at 256 dimensions)
+CENTROID_CHUNK = 65_536  # queries whose ALS fold-ins and content centroids are computed at once (~64 MB at 256 dimensions)
+HALF_PRECISION_BYTES = 2**30  # training examples' dense features above this (in float32) are stored as float16
 
 
 EXAMPLE_CHUNK = 100_000  # targets whose history windows are gathered at once (memory: chunk x window)
@@ -323,7 +331,7 @@ def training_examples(
     )
     content_dim = _content_dim(items, als)
     queries_out = _queries_from_context(
-        context, t_user[has_history], items, als, attributes, content_dim, half_life, max_history
+        context, t_user[has_history], items, als, attributes, content_dim, half_life, max_history, compact=True
     )
     return queries_out, t_item[has_history].astype(np.int64)
 

@@ -30,3 +30,24 @@ def test_fold_in_matches_training_weighting_and_vector(shop: tuple[Path, Project
         trained = model.user_factors[row]
         cos = float(vec @ trained / (np.linalg.norm(vec) * np.linalg.norm(trained)))
         assert cos > 0.95, cos
+
+
+def test_many_rows_fold_in_on_two_threads_to_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large fold-ins (the two-tower's training examples) use two threads; each row is its own
+    solve, so the vectors are bit-identical to one thread's."""
+    import scipy.sparse as sp
+
+    from recsys.config import ALSConfig
+    from recsys.models import implicit_models
+
+    rng = np.random.default_rng(0)
+    n, m = 3000, 400
+    counts = sp.csr_matrix((rng.random(20_000).astype(np.float32), (rng.integers(0, n, 20_000), rng.integers(0, m, 20_000))), shape=(n, m))
+    counts.sum_duplicates()
+    factors = (0.1 * rng.standard_normal((m, 16))).astype(np.float32)
+    assert n >= implicit_models.FOLD_IN_PARALLEL_ROWS
+    monkeypatch.setattr(implicit_models, "FOLD_IN_THREADS", 1)
+    one = implicit_models.solve_user_factors(counts, factors, ALSConfig(factors=16))
+    monkeypatch.setattr(implicit_models, "FOLD_IN_THREADS", 2)
+    two = implicit_models.solve_user_factors(counts, factors, ALSConfig(factors=16))
+    assert np.isfinite(one).all() and np.array_equal(one, two)

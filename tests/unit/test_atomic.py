@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recsys.atomic import atomic_path, save_npz, write_dir, write_json, write_text
+from recsys.atomic import (
+    atomic_path,
+    copy_tree_linked,
+    link_or_copy,
+    save_npz,
+    write_dir,
+    write_json,
+    write_text,
+)
 
 
 def test_files_replace_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -37,3 +46,20 @@ def test_directories_swap_atomically(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_dir(d, lambda t: None, replace=False)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_linked_copies_share_the_file_and_fall_back_to_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle links the stage files it ships (no second copy on disk); where links fail it copies."""
+    source = tmp_path / "stage"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "big.npy").write_bytes(b"x" * 1000)
+    linked = copy_tree_linked(source, tmp_path / "bundle")
+    assert (linked / "sub" / "big.npy").read_bytes() == b"x" * 1000
+    assert os.path.samefile(linked / "sub" / "big.npy", source / "sub" / "big.npy")
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copied = link_or_copy(source / "sub" / "big.npy", tmp_path / "copy.npy")
+    assert copied.read_bytes() == b"x" * 1000 and not os.path.samefile(copied, source / "sub" / "big.npy")

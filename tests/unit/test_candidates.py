@@ -167,6 +167,22 @@ def test_saved_indexes_are_loaded_not_rebuilt(generator: CandidateGenerator, tmp
     assert len(loaded.content_index) == len(generator.content_index)
 
 
+def test_exact_indexes_are_rebuilt_on_load_not_saved(world: tuple[ProjectConfig, TrainingData], tmp_path: Path) -> None:
+    """An exact index is a copy of vectors its model already saves (1.1 GB at the 100x rung): the
+    generator leaves it out and a load rebuilds the same exact index, answering the same."""
+    from recsys.config import IndexConfig
+
+    config, data = world
+    exact = CandidateGenerator(config.retrieval.candidates, IndexConfig(), config).fit(data)
+    assert exact.tower_index.kind == "exact" and exact.content_index.kind == "exact"
+    path = exact.save(tmp_path / "exact")
+    assert not (path / "tower_index").exists() and not (path / "content_index").exists()
+    loaded = CandidateGenerator.load(path)
+    assert loaded.tower_index.kind == "exact" and loaded.content_index.kind == "exact"
+    users = data.user_index.ids[:8].tolist()
+    assert loaded.source_lists(users) == exact.source_lists(users)
+
+
 def test_batches_screen_the_never_bought_items_once(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch (training folds, the precomputed table) asks the tower index to screen the items not
     bought in the window, once per index; a request's few users never pay for setting it up."""
