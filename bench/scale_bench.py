@@ -135,8 +135,33 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def process_memory_mb(pid: int, page_mb: float) -> float:
+    """One process's proportional set size in MB (its resident set where PSS is not available; 0 once it is gone).
+
+    Args:
+        pid: the process.
+        page_mb: the page size in MB (for the ``statm`` fallback).
+    """
+    try:
+        match = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.MULTILINE)
+        if match:
+            return int(match.group(1)) / 1024
+    except OSError:
+        pass
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mb
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class TreeMemory:
-    """Samples the summed resident memory of a process and its descendants (the peak and a timeline are kept)."""
+    """Samples the memory of a process and its descendants, summed (the peak and a timeline are kept).
+
+    Each process counts its proportional set size (``Pss`` in ``/proc/<pid>/smaps_rollup``): a page
+    shared by n processes counts 1/n in each, so forked workers sharing a fitted model (the
+    precompute stage) are not counted once per worker, as summed resident sets would. Where the
+    kernel has no ``smaps_rollup``, the resident set (``statm``) is read instead.
+    """
 
     def __init__(self, pid: int, every: float = 0.5):
         self.pid, self.every, self.peak_mb = pid, every, 0.0
@@ -162,10 +187,7 @@ class TreeMemory:
         while not self._stop.wait(self.every):
             total = 0.0
             for pid in self._tree():
-                try:
-                    total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_mb
-                except (OSError, IndexError, ValueError):
-                    continue
+                total += process_memory_mb(pid, page_mb)
             self.peak_mb = max(self.peak_mb, total)
             now = dt.datetime.now().isoformat(timespec="seconds")
             if not self.samples or self.samples[-1][0] != now:

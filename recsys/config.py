@@ -479,6 +479,11 @@ class ServingConfig(StrictModel):
         description="merged candidates stored per known customer in the bundle, computed in batches at training time "
         "(known customers are then served by a lookup up to this many); 0: every list is computed per request",
     )
+    precompute_workers: int = Field(
+        default=2, ge=1,
+        description="processes computing the precomputed candidates (forked, sharing the fitted generator); much of a "
+        "batch is single-threaded Python, so one per core. The table is the same for any number",
+    )
 
 
 class ProjectConfig(StrictModel):

@@ -259,12 +259,14 @@ class Pipeline:
         """Every known customer's merged candidates, for the server to look up (see recsys/candidates/precomputed.py)."""
         generator = CandidateGenerator.load(fold_dir / "generator")
         start = time.perf_counter()
-        table = PrecomputedCandidates.build(generator, self.config.serving.precompute_candidates)
+        serving = self.config.serving
+        table = PrecomputedCandidates.build(generator, serving.precompute_candidates, workers=serving.precompute_workers)
         seconds = time.perf_counter() - start
         table.save(out / PRECOMPUTED_DIR)
         users = len(table.rows)
         parts = {f"precompute_ms_per_user.{part}": 1000 * spent / max(users, 1) for part, spent in table.build_seconds.items()}
-        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1), **parts}
+        workers = {"precompute_worker_peak_rss_mb": table.worker_peak_rss_mb} if table.worker_peak_rss_mb else {}
+        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1), **parts, **workers}
 
     def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
         config = self.config

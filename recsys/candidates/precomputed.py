@@ -18,9 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
+import multiprocessing as mp
+import resource
 import time
+import traceback
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -53,6 +57,7 @@ class PrecomputedCandidates:
         self.rows, self.scores, self.ranks = rows, scores, ranks
         self.users_digest = users_digest
         self.build_seconds: dict[str, float] = {}  # per source and "fusion", set by :meth:`build`
+        self.worker_peak_rss_mb = 0.0  # the largest forked worker's peak resident set (its pages shared with the parent included)
 
     @property
     def depth(self) -> int:
@@ -60,7 +65,7 @@ class PrecomputedCandidates:
         return int(self.rows.shape[1])
 
     @classmethod
-    def build(cls, generator: CandidateGenerator, depth: int, batch_size: int = 2048) -> Self:
+    def build(cls, generator: CandidateGenerator, depth: int, batch_size: int = 2048, workers: int = 1) -> Self:
         """Generate and store the merged candidates of every customer the generator knows.
 
         Args:
@@ -69,6 +74,10 @@ class PrecomputedCandidates:
             batch_size: customers per batch of source lists and fusion (progress is logged per
                 batch); every batch has at least ``EXACT_BATCH_MIN`` customers (when there are that
                 many), so all are searched the same way (exactly: see ``ItemIndex.search_exact``).
+            workers: processes sharing the batches (forked after the first batch, so they share the
+                generator and the search structures it set up). Much of a batch is single-threaded
+                Python (fusion, per-customer rescoring), so two workers keep two cores busy. Each
+                customer's row is the same whoever computes it.
 
         Returns:
             The table.
@@ -76,35 +85,26 @@ class PrecomputedCandidates:
         user_ids = generator.history.user_index.ids
         sources: list[str] = [s for s in generator.config.sources if not (s == "history" and generator.exclude_seen)]
         n = len(user_ids)
-        rows = np.full((n, depth), -1, dtype=np.int32)
-        scores = np.zeros((n, depth), dtype=np.float32)
         # A source's list is at most per_source long, so its ranks fit a byte at the usual sizes.
-        ranks = np.zeros((n, depth, len(sources)), dtype=np.uint8 if generator.config.per_source < 256 else np.uint16)
-        item_rows = generator.history.item_index
-        start = time.perf_counter()
+        rank_type = np.uint8 if generator.config.per_source < 256 else np.uint16
         bounds = list(range(0, n, batch_size)) + [n]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < EXACT_BATCH_MIN:
             del bounds[-2]  # a short last batch joins the one before, so every batch is searched exactly
-        seconds: dict[str, float] = {}
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            batch = user_ids[lo:hi].tolist()
-            lists = generator.source_lists(batch)
-            for source, spent in generator.timings.items():
-                seconds[source] = seconds.get(source, 0.0) + spent
-            fusion_start = time.perf_counter()
-            merged = merge_arrays(lists, batch, depth, generator.weights, generator.config.rrf_k, item_rows)
-            seconds["fusion"] = seconds.get("fusion", 0.0) + time.perf_counter() - fusion_start
-            if merged.sources != sources:
-                raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {sources}")
-            rows[lo:hi] = merged.rows
-            scores[lo:hi] = merged.scores
-            ranks[lo:hi] = merged.ranks
-            done = hi
-            elapsed = time.perf_counter() - start
-            log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left", done, n, done / elapsed, (n - done) * elapsed / done)
+        batches = list(zip(bounds[:-1], bounds[1:]))
+        workers = max(1, min(workers, len(batches) - 1)) if "fork" in mp.get_all_start_methods() else 1
+        # Shared anonymous memory when workers write rows; plain arrays otherwise.
+        out = _Outputs(n, depth, len(sources), rank_type, shared=workers > 1)
+        job = _Job(generator, user_ids, sources, depth, out, n, time.perf_counter())
+        seconds = job.run(batches[:1] if workers > 1 else batches, worker=0)
+        peaks: list[float] = []
+        if workers > 1:
+            reports = _fork_workers(job, batches[1:], workers)
+            seconds = _merge_seconds(seconds, [r["seconds"] for r in reports])
+            peaks = [r["peak_rss_mb"] for r in reports]
         log.info("precomputed candidates: seconds per part %s", ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
-        table = cls(item_rows.ids, sources, rows, scores, ranks, users_digest(user_ids))
+        table = cls(generator.history.item_index.ids, sources, out.rows, out.scores, out.ranks, users_digest(user_ids))
         table.build_seconds = seconds
+        table.worker_peak_rss_mb = max(peaks, default=0.0)
         return table
 
     def lookup(self, user_row: int, size: int) -> list[Candidate]:
@@ -179,3 +179,117 @@ def users_digest(user_ids: np.ndarray) -> str:
         h.update("\n".join(user_ids[chunk : chunk + 100_000].tolist()).encode())
         h.update(b"\n")
     return h.hexdigest()[:16]
+
+
+class _Outputs:
+    """The table's arrays, in memory shared with forked workers when ``shared``."""
+
+    def __init__(self, n: int, depth: int, n_sources: int, rank_type: type, shared: bool):
+        def array(shape: tuple[int, ...], dtype: type, fill: int) -> np.ndarray:
+            if not shared:
+                return np.full(shape, fill, dtype=dtype)
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            buffer = mmap.mmap(-1, max(size, 1))  # anonymous and MAP_SHARED: a forked child's writes are seen here
+            values: np.ndarray = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            values.fill(fill)
+            return values
+
+        self.rows = array((n, depth), np.int32, -1)
+        self.scores = array((n, depth), np.float32, 0)
+        self.ranks = array((n, depth, n_sources), rank_type, 0)
+
+
+class _Job:
+    """Batches of customers -> their rows of the table (in one process)."""
+
+    def __init__(self, generator: CandidateGenerator, user_ids: np.ndarray, sources: list[str], depth: int, out: _Outputs, n: int, start: float):
+        self.generator, self.user_ids, self.sources, self.depth, self.out = generator, user_ids, sources, depth, out
+        self.n, self.start = n, start
+        self.done: Any = None  # a shared counter of finished customers, set when workers are forked
+        self.finished = 0  # customers finished in this process (before any fork)
+
+    def run(self, batches: list[tuple[int, int]], worker: int) -> dict[str, float]:
+        """Fill the rows of ``batches``; returns seconds per source and for the fusion."""
+        generator = self.generator
+        seconds: dict[str, float] = {}
+        item_rows = generator.history.item_index
+        for lo, hi in batches:
+            batch = self.user_ids[lo:hi].tolist()
+            lists = generator.source_lists(batch)
+            for source, spent in generator.timings.items():
+                seconds[source] = seconds.get(source, 0.0) + spent
+            fusion_start = time.perf_counter()
+            merged = merge_arrays(lists, batch, self.depth, generator.weights, generator.config.rrf_k, item_rows)
+            seconds["fusion"] = seconds.get("fusion", 0.0) + time.perf_counter() - fusion_start
+            if merged.sources != self.sources:
+                raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {self.sources}")
+            self.out.rows[lo:hi] = merged.rows
+            self.out.scores[lo:hi] = merged.scores
+            self.out.ranks[lo:hi] = merged.ranks
+            done = self._count(hi - lo)
+            elapsed = time.perf_counter() - self.start
+            who = f" (worker {worker})" if self.done is not None else ""
+            log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left%s", done, self.n, done / elapsed, (self.n - done) * elapsed / done, who)
+        return seconds
+
+    def _count(self, finished: int) -> int:
+        if self.done is None:
+            self.finished += finished
+            return self.finished
+        with self.done.get_lock():
+            self.done.value += finished
+            return int(self.done.value)
+
+
+def _fork_workers(job: _Job, batches: list[tuple[int, int]], workers: int) -> list[dict[str, Any]]:
+    """Run ``batches`` in ``workers`` forked processes (batch i goes to worker i mod workers).
+
+    Returns:
+        Each worker's report: ``seconds`` per part and ``peak_rss_mb``.
+
+    Raises:
+        RuntimeError: a worker failed (its traceback is in the message) or died.
+    """
+    ctx = mp.get_context("fork")
+    job.done = ctx.Value("q", int(job._count(0)))
+    results = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_worker, args=(job, batches[w::workers], w + 1, results), daemon=True) for w in range(workers)]
+    for p in procs:
+        p.start()
+    reports = [results.get() for _ in procs]  # before join: a child blocks until its report is read
+    for p in procs:
+        p.join()
+    failed = [r for r in reports if "error" in r]
+    if failed or any(p.exitcode != 0 for p in procs):
+        raise RuntimeError("precomputed candidates: a worker failed: " + (failed[0]["error"] if failed else f"exit codes {[p.exitcode for p in procs]}"))
+    for r in reports:
+        log.info("precomputed candidates: worker %d peak RSS %.0f MB (pages shared with the parent counted)", r["worker"], r["peak_rss_mb"])
+    return reports
+
+
+def _worker(job: _Job, batches: list[tuple[int, int]], worker: int, results: Any) -> None:
+    """One forked worker: one thread each for BLAS and OpenMP (the workers are the parallelism)."""
+    try:
+        import faiss
+        from threadpoolctl import threadpool_limits
+
+        faiss.omp_set_num_threads(1)
+        with threadpool_limits(1):
+            seconds = job.run(batches, worker)
+        results.put({"worker": worker, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()})
+    except BaseException:
+        results.put({"worker": worker, "error": traceback.format_exc()})
+        raise
+
+
+def _merge_seconds(first: dict[str, float], others: list[dict[str, float]]) -> dict[str, float]:
+    """CPU-side seconds per part summed over the parent's batch and every worker's."""
+    total = dict(first)
+    for seconds in others:
+        for part, spent in seconds.items():
+            total[part] = total.get(part, 0.0) + spent
+    return total
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

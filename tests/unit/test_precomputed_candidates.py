@@ -66,6 +66,33 @@ def test_table_holds_what_the_batch_generator_makes(generator: CandidateGenerato
     assert set(table.build_seconds) == {*generator.config.sources, "fusion"} and all(v >= 0 for v in table.build_seconds.values())
 
 
+def test_forked_workers_build_the_same_table(generator: CandidateGenerator) -> None:
+    """Two forked workers (the 100x rung's 1.2M customers) fill exactly the rows one process
+    fills, and a failing worker fails the build with its traceback."""
+    one = PrecomputedCandidates.build(generator, DEPTH, batch_size=20)
+    two = PrecomputedCandidates.build(generator, DEPTH, batch_size=20, workers=2)
+    assert len(one.rows) // 20 >= 3, "the parent's batch and at least one batch per worker"
+    np.testing.assert_array_equal(two.rows, one.rows)
+    np.testing.assert_array_equal(two.scores, one.scores)
+    np.testing.assert_array_equal(two.ranks, one.ranks)
+    assert set(two.build_seconds) == set(one.build_seconds)
+
+
+def test_a_failing_worker_fails_the_build(generator: CandidateGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = generator.source_lists
+
+    def fails_after_the_first_batch(users: list[str], k: int | None = None) -> dict[str, dict[str, list[str]]]:
+        calls["n"] += 1  # the parent's first batch succeeds; the forked workers' copies count on
+        if calls["n"] > 1:
+            raise ValueError("broken source")
+        return real(users, k)
+
+    monkeypatch.setattr(generator, "source_lists", fails_after_the_first_batch)
+    with pytest.raises(RuntimeError, match="broken source"):
+        PrecomputedCandidates.build(generator, DEPTH, batch_size=20, workers=2)
+
+
 def test_save_and_load_memory_mapped(table: PrecomputedCandidates, generator: CandidateGenerator, tmp_path: Path) -> None:
     table.save(tmp_path / "pc")
     loaded = PrecomputedCandidates.load(tmp_path / "pc")

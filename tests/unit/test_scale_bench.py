@@ -105,3 +105,35 @@ def test_the_ladder_spec_is_valid_and_names_real_configs() -> None:
         assert (scale_bench.ROOT / r.config).is_file()
     with pytest.raises(ValueError):
         scale_bench.RungSpec.model_validate({"config": "x.yaml", "synthetic_scale": -1})
+
+
+def test_memory_of_forked_workers_counts_shared_pages_once() -> None:
+    """The ladder sums proportional set sizes: a forked child that shares its parent's 200 MB adds
+    little, where summed resident sets would count the 200 MB twice (the precompute's workers)."""
+    import multiprocessing as mp
+    import os
+
+    import numpy as np
+
+    block = np.ones(200 * 2**20 // 8)  # touched, so resident
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+
+    def child() -> None:
+        assert float(block[:: 512].sum()) > 0  # reads every page: shared, not copied
+        ready.set()
+        release.wait(30)
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        assert ready.wait(30)
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        rss = [int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page_mb for p in (os.getpid(), proc.pid)]
+        pss = [scale_bench.process_memory_mb(p, page_mb) for p in (os.getpid(), proc.pid)]
+        assert min(rss) > 190, "both processes have the block resident"
+        assert sum(pss) < sum(rss) - 150, "PSS counts the shared block once between them"
+    finally:
+        release.set()
+        proc.join(30)
+    assert scale_bench.process_memory_mb(proc.pid, 1.0) == 0.0, "a finished process counts nothing"
