@@ -48,6 +48,7 @@ from recsys.data.loading import read_table  # noqa: E402
 
 START, END = "<!-- bench:scale:start -->", "<!-- bench:scale:end -->"
 PLOT = "scale_stage_seconds.png"
+PARTS_JSON = "parts.json"  # a rung's runs when it was resumed (each: wall and CPU seconds, peak memory)
 MEMORY_CSV = "memory.csv"  # a rung's resident-memory timeline, in its work dir
 STAGE_ORDER = ("content", "label_fold", "label_fold_2", "label_fold_3", "reranker", "serving_fold", "evaluate", "precompute", "bundle")
 
@@ -195,9 +196,14 @@ class TreeMemory:
             else:
                 self.samples[-1] = (now, max(total, self.samples[-1][1]))
 
-    def write(self, path: Path) -> None:
-        """Write the timeline as ``time,rss_mb`` lines (what :func:`plot_memory` reads)."""
-        path.write_text("time,rss_mb\n" + "".join(f"{t},{mb:.0f}\n" for t, mb in self.samples))
+    def write(self, path: Path, earlier: list[str] | None = None) -> None:
+        """Write the timeline as ``time,rss_mb`` lines (what :func:`plot_memory` reads).
+
+        Args:
+            path: the CSV file.
+            earlier: lines of an earlier part's timeline (a resumed rung), kept before this part's.
+        """
+        path.write_text("time,rss_mb\n" + "".join(f"{line}\n" for line in earlier or []) + "".join(f"{t},{mb:.0f}\n" for t, mb in self.samples))
 
     def stop(self) -> float:
         """Stop sampling; the peak in MB."""
@@ -219,7 +225,9 @@ def finished_stages(work: Path) -> tuple[dict[str, float], dict[str, float]]:
     return done, peaks
 
 
-def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_seconds: float | None = None) -> dict[str, Any]:
+def run_rung(
+    name: str, spec: RungSpec, work_root: Path, resume: bool, max_seconds: float | None = None, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train one rung end to end and measure it.
 
     Args:
@@ -228,6 +236,8 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
         work_root: artifacts/scale (each rung's work dir below it).
         resume: keep the rung's work dir (finished stages are reused; their seconds are the
             compute seconds recorded when they ran) instead of starting fresh.
+        previous: the rung's record from the results file; a resumed rung whose work dir has no
+            ``parts.json`` yet (its first run predates it) counts that record as its first part.
         max_seconds: stop the training after this long and record the stages it finished
             (``complete`` false); None waits for the end.
 
@@ -250,8 +260,17 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
     print(f"[{name}] {facts['purchases']:,} purchases, {facts['customers']:,} customers, {facts['items']:,} items; training in {work}", flush=True)
     summary_path = work / "summary.json"
     command = [str(ROOT / ".venv" / "bin" / "recsys"), "train", "--config", str(ROOT / spec.config), "--summary", str(summary_path)]
+    # A resumed rung is one training run in several parts (a session ends, a stage is re-run with a
+    # fix): its log, memory timeline and parts are appended to, and its totals sum the parts.
+    parts: list[dict[str, Any]] = json.loads((work / PARTS_JSON).read_text()) if resume and (work / PARTS_JSON).is_file() else []
+    if resume and not parts and previous and previous.get("log") == str(work / "train.log") and "cpu_seconds" in previous:
+        parts = [{k: previous.get(k) for k in ("finished", "wall_seconds", "cpu_seconds", "peak_rss_mb", "returncode", "complete")}]
+    earlier_memory = (work / MEMORY_CSV).read_text().splitlines()[1:] if resume and (work / MEMORY_CSV).is_file() else []
     started = time.perf_counter()
-    with open(work / "train.log", "w") as log:
+    with open(work / "train.log", "a" if resume else "w") as log:
+        if resume:
+            log.write(f"=== scale ladder: resumed at {dt.datetime.now().isoformat(timespec='seconds')} (part {len(parts) + 1}) ===\n")
+            log.flush()
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         memory = TreeMemory(proc.pid)
         stopped = False
@@ -266,15 +285,28 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
             time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
         tree_peak = memory.stop()
-        memory.write(work / MEMORY_CSV)
+        memory.write(work / MEMORY_CSV, earlier_memory)
     wall = time.perf_counter() - started
+    summary = json.loads(summary_path.read_text()) if proc.returncode == 0 and not stopped else None
+    # The training process's own peak: the kernel's (ru_maxrss), or the largest per-stage mark it reported.
+    process_peak = max(usage.ru_maxrss / 1024, (summary or {}).get("peak_rss_mb") or 0.0)
+    part = {
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(max(tree_peak, process_peak), 1),
+        "returncode": proc.returncode, "complete": not stopped,
+    }
+    parts.append(part)
+    write_json(work / PARTS_JSON, parts)
     record: dict[str, Any] = {
         "rung": name, "config": spec.config, "synthetic_scale": spec.synthetic_scale, **facts,
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "returncode": proc.returncode,
-        "wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_mb": round(max(tree_peak, usage.ru_maxrss / 1024), 1), "peak_rss_process_mb": round(usage.ru_maxrss / 1024, 1),
-        "log": str(work / "train.log"), "complete": not stopped, "memory_plot": bool(memory.samples),
+        "finished": part["finished"], "returncode": proc.returncode,
+        "wall_seconds": round(sum(float(p["wall_seconds"] or 0) for p in parts), 1),
+        "cpu_seconds": round(sum(float(p["cpu_seconds"] or 0) for p in parts), 1),
+        "peak_rss_mb": round(max(float(p["peak_rss_mb"] or 0) for p in parts), 1), "peak_rss_process_mb": round(process_peak, 1),
+        "log": str(work / "train.log"), "complete": not stopped, "memory_plot": bool(memory.samples or earlier_memory),
     }
+    if len(parts) > 1:
+        record["parts"] = len(parts)
     if stopped:
         record["stages"], record["stage_peak_rss_mb"] = finished_stages(work)
         record["returncode"] = 0
@@ -285,14 +317,15 @@ def run_rung(name: str, spec: RungSpec, work_root: Path, resume: bool, max_secon
         record["error"] = "\n".join(tail)
         print(f"[{name}] FAILED (exit {proc.returncode}); see {work / 'train.log'}", flush=True)
         return record
-    summary = json.loads(summary_path.read_text())
+    assert summary is not None
     stages = {s: round(v["compute_seconds"] if v["reused"] else v["seconds"], 1) for s, v in summary["stages"].items()}
     stages["bundle"] = round(max(0.0, summary["seconds"] - sum(v["seconds"] for v in summary["stages"].values())), 1)
     record["stages"] = stages
     # Each stage's own peak (the training process resets the kernel's high-water mark per stage).
-    record["stage_peak_rss_mb"] = {s: round(v["peak_rss_mb"], 1) for s, v in summary["stages"].items() if v.get("peak_rss_mb") is not None}
-    record["peak_rss_process_mb"] = round(max(record["peak_rss_process_mb"], summary.get("peak_rss_mb") or 0.0), 1)
-    record["peak_rss_mb"] = round(max(record["peak_rss_mb"], record["peak_rss_process_mb"]), 1)
+    # A reused stage's peak is the one its marker recorded when it ran (an earlier part).
+    record["stage_peak_rss_mb"] = {
+        s: round(v["peak_rss_mb"], 1) for s, v in summary["stages"].items() if v.get("peak_rss_mb") is not None
+    } | {s: v for s, v in finished_stages(work)[1].items() if s in summary["stages"] and summary["stages"][s].get("peak_rss_mb") is None}
     record["pipeline_seconds"] = round(summary["seconds"], 1)
     record["reused"] = [s for s, v in summary["stages"].items() if v["reused"]]
     record["metrics"] = summary["stages"].get("evaluate", {}).get("metrics", {})
@@ -325,10 +358,14 @@ def markdown(results: dict[str, Any]) -> str:
         else:
             cells = [f"{r['stages'][s]:,.0f}" if s in r["stages"] else "" for s in stages]
         total = f"{r['wall_seconds']:,.0f}" if r.get("complete", True) else f"stopped at {r['wall_seconds']:,.0f}"
+        if r.get("parts", 1) > 1:
+            total += f" ({r['parts']} parts)"
         lines.append(
             f"| {r['rung']} | {r['purchases']:,} | {r['customers']:,} | {r['items']:,} | " + " | ".join(cells)
             + f" | {total} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
         )
+    if any(r.get("parts", 1) > 1 for r in rungs):
+        lines += ["", "A rung trained in *N parts* was resumed (`--resume`): stages finished in an earlier part were reused with the seconds and peak they took then, and its total, CPU and peak cover every part."]
     if any(not r.get("complete", True) for r in rungs):
         lines += ["", "A rung *stopped at* N s was stopped before its end (`--max-seconds`, or by hand as its note says): its row has the stages it finished; CPU and memory are up to the stop."]
     lines += [f"- {r['rung']}: {r['note']}" for r in rungs if r.get("note")]
@@ -455,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     if not args.report:
         for name in names:
-            results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume, args.max_seconds)
+            results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume, args.max_seconds, results["rungs"].get(name))
             write_json(args.out, results)  # after every rung: a stopped ladder keeps what it measured
     print(write_report(results, args.out.parent, ROOT / "README.md"))
     failed = [n for n in names if results["rungs"].get(n, {}).get("returncode", 0) != 0]

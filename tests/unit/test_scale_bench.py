@@ -9,6 +9,7 @@ table, the log-log plot and only the README's scale section.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,33 @@ def test_a_rung_over_its_budget_is_stopped_and_recorded_as_incomplete(tmp_path: 
     assert time.perf_counter() - started < 60, "the training was stopped, not waited for"
     assert record["complete"] is False and record["returncode"] == 0
     assert "stopped at" in scale_bench.markdown({"machine": "test", "rungs": {"slow": record}})
+
+
+def test_a_resumed_rung_sums_its_parts(rung: dict) -> None:
+    """A rung resumed after a part of it ran (a session ended, a stage was redone with a fix) is
+    one run in two parts: finished stages are reused with the seconds and peaks they took, the
+    totals add both parts, and the log and memory timeline keep the first part."""
+    import shutil
+
+    work = Path(rung["log"]).parent
+    for stage in ("evaluate", "precompute"):  # as if the first part had stopped after the serving fold
+        shutil.rmtree(work / "stages" / stage)
+    done_first, peaks_first = scale_bench.finished_stages(work)
+    first_log, first_memory = (work / "train.log").read_text(), (work / scale_bench.MEMORY_CSV).read_text().splitlines()
+    raw = yaml.safe_load(Path(rung["config"]).read_text())
+    second = scale_bench.run_rung("shop", scale_bench.RungSpec(config=rung["config"]), work.parent, resume=True, previous=rung)
+    assert second["returncode"] == 0 and second["complete"] is True, second.get("error")
+    assert raw["work_dir"].startswith("${RECSYS_WORK_DIR")
+    assert second["parts"] == 2 and len(json.loads((work / scale_bench.PARTS_JSON).read_text())) == 2
+    assert second["wall_seconds"] > rung["wall_seconds"] and second["cpu_seconds"] > rung["cpu_seconds"]
+    assert second["peak_rss_mb"] >= rung["peak_rss_mb"]
+    assert set(second["reused"]) == set(done_first) and {"evaluate", "precompute"}.isdisjoint(done_first)
+    assert all(second["stages"][s] == done_first[s] for s in done_first), "reused with the seconds they took then"
+    assert all(second["stage_peak_rss_mb"][s] == peaks_first[s] for s in peaks_first), "and the peaks they had then"
+    log = (work / "train.log").read_text()
+    assert log.startswith(first_log) and "resumed" in log
+    assert (work / scale_bench.MEMORY_CSV).read_text().splitlines()[: len(first_memory)] == first_memory
+    assert "(2 parts)" in scale_bench.markdown({"machine": "test", "rungs": {"shop": second}})
 
 
 def test_a_config_that_ignores_the_rung_work_dir_is_refused(tmp_path: Path) -> None:
