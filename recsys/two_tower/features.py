@@ -190,13 +190,13 @@ def _queries_from_context(
     content_dim: int,
     half_life: float,
     max_history: int,
-    compact: bool = False,
+    out: np.ndarray | None = None,
 ) -> Queries:
     """Assemble queries from a long frame (query, item_idx, age) of history rows.
 
-    ``compact`` (training examples) stores the dense features as float16 when float32 would take
-    more than ``HALF_PRECISION_BYTES``: 4M examples x 330 features are 5.3 GB in float32. Batches
-    widen them back to float32; the ~1e-3 relative rounding is far below the training noise.
+    Args:
+        out: (n, d) rows to write the dense features into (a slice of a larger array, float32 or
+            float16); None allocates a float32 array.
     """
     n = len(user_rows)
     ctx = (
@@ -227,8 +227,9 @@ def _queries_from_context(
     a = als.dim
     c = a + content_dim
     width = c + attrs.shape[1] + stats.shape[1]
-    half = compact and n * width * 4 > HALF_PRECISION_BYTES
-    dense = np.empty((n, width), dtype=np.float16 if half else np.float32)
+    dense = np.empty((n, width), dtype=np.float32) if out is None else out
+    if dense.shape != (n, width):
+        raise ValueError(f"query features: out has shape {dense.shape}, expected {(n, width)}")
     content = np.ascontiguousarray(items.dense[:, :content_dim])
     for lo in range(0, n, CENTROID_CHUNK):  # each row is its own solve and its own sum: chunks change no value
         hi = min(lo + CENTROID_CHUNK, n)
@@ -244,6 +245,7 @@ HALF_PRECISION_BYTES = 2**30  # training examples' dense features above this (in
 
 
 EXAMPLE_CHUNK = 100_000  # targets whose history windows are gathered at once (memory: chunk x window)
+QUERY_CHUNK = 500_000  # targets turned into queries at once: their history rows (~x20) are the largest temporaries
 
 
 def _days(expr: pl.Expr) -> pl.Expr:
@@ -305,35 +307,70 @@ def training_examples(
     user_end = np.searchsorted(user, t_user, side="right")
     duplicates = int(e.group_by(["user_idx", "item_idx", "day"]).len()["len"].to_numpy().max()) if e.height else 1
     width = max_history + duplicates  # the target's own same-day rows are the only ones dropped from a window
-    queries, hist_items, ages = [], [], []
-    for lo in range(0, len(targets), EXAMPLE_CHUNK):
-        hi = min(lo + EXAMPLE_CHUNK, len(targets))
-        idx = first[lo:hi, None] + np.arange(width)[None, :]
-        valid = idx < user_end[lo:hi, None]
-        idx = np.where(valid, idx, 0)
-        own = (item[idx] == t_item[lo:hi, None]) & (day[idx] == t_day[lo:hi, None])
-        keep = valid & ~own
-        keep &= np.cumsum(keep, axis=1) <= max_history
-        rows, cols = np.nonzero(keep)
-        queries.append(rows + lo)
-        hist_items.append(item[idx[rows, cols]])
-        ages.append((t_day[lo:hi][rows] - day[idx[rows, cols]]).astype(np.float64))
-    q = np.concatenate(queries) if queries else np.zeros(0, np.int64)
-    has_history = np.unique(q)
-    renumber = np.full(len(targets), -1, dtype=np.int64)
-    renumber[has_history] = np.arange(len(has_history))
-    context = pl.DataFrame(
-        {
-            "query": renumber[q],
-            "item_idx": np.concatenate(hist_items) if hist_items else np.zeros(0, np.int64),
-            "age": np.concatenate(ages) if ages else np.zeros(0),
-        }
-    )
     content_dim = _content_dim(items, als)
-    queries_out = _queries_from_context(
-        context, t_user[has_history], items, als, attributes, content_dim, half_life, max_history, compact=True
+    features = als.dim + content_dim + attributes.shape[1] + 2
+    # Dense features of every example in one array, float16 when float32 would pass
+    # HALF_PRECISION_BYTES (4M examples x 330 features are 5.3 GB in float32; batches widen them
+    # back, and the ~1e-3 relative rounding is far below the training noise). Rows past the
+    # examples with a history are never written, so never resident.
+    half = len(targets) * features * 4 > HALF_PRECISION_BYTES
+    dense = np.empty((len(targets), features), dtype=np.float16 if half else np.float32)
+    parts: list[Queries] = []
+    kept: list[np.ndarray] = []
+    filled = 0
+    # Queries are built QUERY_CHUNK targets at a time: each query's history rows (up to max_history)
+    # and their sorted, weighted and sparse copies were ~12 GB for the 100x rung's 4M examples at once.
+    for start in range(0, len(targets), QUERY_CHUNK):
+        stop = min(start + QUERY_CHUNK, len(targets))
+        queries, hist_items, ages = [], [], []
+        for lo in range(start, stop, EXAMPLE_CHUNK):
+            hi = min(lo + EXAMPLE_CHUNK, stop)
+            idx = first[lo:hi, None] + np.arange(width)[None, :]
+            valid = idx < user_end[lo:hi, None]
+            idx = np.where(valid, idx, 0)
+            own = (item[idx] == t_item[lo:hi, None]) & (day[idx] == t_day[lo:hi, None])
+            keep = valid & ~own
+            keep &= np.cumsum(keep, axis=1) <= max_history
+            rows, cols = np.nonzero(keep)
+            queries.append(rows + lo)
+            hist_items.append(item[idx[rows, cols]])
+            ages.append((t_day[lo:hi][rows] - day[idx[rows, cols]]).astype(np.float64))
+        q = np.concatenate(queries) if queries else np.zeros(0, np.int64)
+        has_history = np.unique(q)
+        renumber = np.full(stop - start, -1, dtype=np.int64)
+        renumber[has_history - start] = np.arange(len(has_history))
+        context = pl.DataFrame(
+            {
+                "query": renumber[q - start],
+                "item_idx": np.concatenate(hist_items) if hist_items else np.zeros(0, np.int64),
+                "age": np.concatenate(ages) if ages else np.zeros(0),
+            }
+        )
+        del queries, hist_items, ages, q
+        part = _queries_from_context(
+            context, t_user[has_history], items, als, attributes, content_dim, half_life, max_history,
+            out=dense[filled : filled + len(has_history)],
+        )
+        parts.append(part)
+        kept.append(has_history)
+        filled += len(has_history)
+    chosen = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return _concat_queries(parts, dense[:filled]), t_item[chosen].astype(np.int64)
+
+
+def _concat_queries(parts: list[Queries], dense: np.ndarray) -> Queries:
+    """One :class:`Queries` from consecutive parts whose dense rows are already ``dense``."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.hist_items) for p in parts[:-1]])
+    indptr = np.concatenate([np.zeros(1, np.int64)] + [p.hist_indptr[1:] + off for p, off in zip(parts, offsets)])
+    return Queries(
+        np.concatenate([p.user_rows for p in parts]) if parts else np.zeros(0, np.int64),
+        indptr,
+        np.concatenate([p.hist_items for p in parts]) if parts else np.zeros(0, np.int64),
+        np.concatenate([p.hist_weights for p in parts]) if parts else np.zeros(0, np.float32),
+        dense,
     )
-    return queries_out, t_item[has_history].astype(np.int64)
 
 
 def inference_queries(

@@ -296,6 +296,23 @@ def test_query_features_built_in_chunks_equal_one_product(world: tuple[ProjectCo
     np.testing.assert_array_equal(chunked.dense[:, :a], als.fold_in(sp.csr_matrix((np.ones(len(owner), np.float32), (owner, whole.hist_items)), shape=weighted.shape)))
 
 
+def test_training_examples_built_in_chunks_equal_one_pass(world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Examples are turned into queries QUERY_CHUNK targets at a time (memory: the 100x rung's
+    history rows were ~12 GB at once); every query, history bag, weight and feature is the same."""
+    from recsys.two_tower import features
+
+    config, data = world
+    _, _, items, als, attrs = parts(config, data)
+    whole, targets = training_examples(data, items, als, attrs, 2.0, 50)
+    monkeypatch.setattr(features, "QUERY_CHUNK", 7)
+    monkeypatch.setattr(features, "EXAMPLE_CHUNK", 3)
+    chunked, chunked_targets = training_examples(data, items, als, attrs, 2.0, 50)
+    assert len(whole) > 3 * 7, "several chunks"
+    np.testing.assert_array_equal(chunked_targets, targets)
+    for field in ("user_rows", "hist_indptr", "hist_items", "hist_weights", "dense"):
+        np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field), err_msg=field)
+
+
 def test_a_large_training_set_stores_its_dense_features_in_half_precision(world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
     """Training examples above HALF_PRECISION_BYTES keep float16 features (5.3 GB -> 2.6 GB at 4M
     examples); they are the float32 values rounded, batches widen them back, and inference
