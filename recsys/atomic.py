@@ -141,6 +141,10 @@ def link_or_copy(source: str | Path, target: str | Path) -> Path:
 def copy_tree_linked(source: str | Path, target: str | Path) -> Path:
     """``shutil.copytree`` whose files are hard links where possible (see :func:`link_or_copy`).
 
+    Args:
+        source: an existing folder.
+        target: the new folder (must not exist).
+
     Returns:
         ``target`` as a Path.
     """

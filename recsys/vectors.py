@@ -15,6 +15,7 @@ import numpy as np
 
 from recsys.atomic import save_npz
 from recsys.data.interactions import IdIndex
+from recsys.models.serialization import load_npz
 
 
 @dataclass
@@ -95,8 +96,8 @@ class ItemVectors:
         Raises:
             ValueError: a matrix does not have one row per item id.
         """
-        with np.load(Path(path), allow_pickle=False) as z:
-            return cls(z["item_ids"], z["image"], z["text"], z["fused"], z["has_image"], str(z["encoder"][0]))
+        z = load_npz(path)  # the matrices memory-mapped (shared by server workers)
+        return cls(z["item_ids"], z["image"], z["text"], z["fused"], z["has_image"], str(z["encoder"][0]))
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

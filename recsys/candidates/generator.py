@@ -25,6 +25,7 @@ from recsys.models.base import Recommendations, Recommender, write_atomic_dir
 from recsys.models.ease import EASERecommender
 from recsys.models.history import HistoryRecommender
 from recsys.models.implicit_models import ALSRecommender, ItemKNNRecommender
+from recsys.models.serialization import load_npz
 from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender
 from recsys.vectors import ItemVectors
 
@@ -309,15 +310,15 @@ class CandidateGenerator(Recommender):
             model.tower_index = _saved_index(directory / "tower_index", model.two_tower.item_index.ids) or ItemIndex.build(
                 model.two_tower.item_index.ids, model.two_tower.item_vectors, model.index_config
             )
-        with np.load(directory / "arrays.npz", allow_pickle=False) as z:
-            if "product_codes" in z.files:
-                codes = [c or None for c in z["product_codes"].tolist()]
-                model.product_codes, model.product_groups = src.product_groups(codes, model.history.fallback_scores)
-            if "content" in z.files:
-                model.content = z["content"]
-                ids = z["content_ids"]
-                rows = model.history.item_index.lookup(ids)
-                model.content_index = _saved_index(directory / "content_index", ids) or ItemIndex.build(ids, model.content[rows], model.index_config)
+        z = load_npz(directory / "arrays.npz")
+        if "product_codes" in z:
+            codes = [c or None for c in z["product_codes"].tolist()]
+            model.product_codes, model.product_groups = src.product_groups(codes, model.history.fallback_scores)
+        if "content" in z:
+            model.content = z["content"]
+            ids = z["content_ids"]
+            rows = model.history.item_index.lookup(ids)
+            model.content_index = _saved_index(directory / "content_index", ids) or ItemIndex.build(ids, model.content[rows], model.index_config)
         return model
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover - save/load are overridden

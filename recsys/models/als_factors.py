@@ -27,6 +27,7 @@ from recsys.atomic import save_npz
 from recsys.config import ALSConfig
 from recsys.data.interactions import IdIndex, TrainingData
 from recsys.models.implicit_models import ALSRecommender, solve_user_factors, weight_new_rows, weighting_stats
+from recsys.models.serialization import load_npz
 
 
 @dataclass
@@ -143,12 +144,12 @@ class ALSFactors:
             ValueError: the file lacks a field (the message names the file and the field).
         """
         path = Path(path)
-        with np.load(path, allow_pickle=False) as z:
-            fields = ("config", "user_ids", "item_ids", "user_factors", "item_factors", "idf", "average_length")
-            missing = [f for f in fields if f not in z.files]
-            if missing:
-                raise ValueError(f"{path}: not an ALS factors file, missing {missing}")
-            return cls(
-                ALSConfig(**json.loads(str(z["config"][0]))), z["user_ids"], z["item_ids"], z["user_factors"],
-                z["item_factors"], z["idf"], float(z["average_length"][0]),
-            )
+        z = load_npz(path)
+        fields = ("config", "user_ids", "item_ids", "user_factors", "item_factors", "idf", "average_length")
+        missing = [f for f in fields if f not in z]
+        if missing:
+            raise ValueError(f"{path}: not an ALS factors file, missing {missing}")
+        return cls(
+            ALSConfig(**json.loads(str(z["config"][0]))), z["user_ids"], z["item_ids"], z["user_factors"],
+            z["item_factors"], z["idf"], float(z["average_length"][0]),
+        )

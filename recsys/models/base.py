@@ -22,7 +22,13 @@ from recsys.atomic import write_dir
 from recsys.data.interactions import IdIndex, TrainingData
 from recsys.data.stats import item_counts, popularity_scores
 from recsys.evaluation.metrics import top_k_indices
-from recsys.models.serialization import csr_from_arrays, csr_to_arrays, index_from_arrays, index_to_arrays
+from recsys.models.serialization import (
+    csr_from_arrays,
+    csr_to_arrays,
+    index_from_arrays,
+    index_to_arrays,
+    load_npz,
+)
 
 FORMAT_VERSION = 1
 
@@ -97,9 +103,8 @@ class Recommender(ABC):
             raise ValueError(f"{directory} holds a {meta.get('class')!r} model, not {cls.name!r}")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory}: unsupported format_version {meta.get('format_version')}")
-        with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return cls._from_state(meta["params"], arrays)
+        # Large arrays are memory-mapped: server workers share them through the page cache.
+        return cls._from_state(meta["params"], load_npz(directory / "arrays.npz"))
 
 
 def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:

@@ -250,7 +250,8 @@ class TwoTowerRecommender(ScoringRecommender):
         spec = TowerSpec(**{**spec, "category_sizes": tuple(spec["category_sizes"]), "categories": tuple(spec["categories"]), "hidden": tuple(spec["hidden"])})
         model.spec = spec
         model.tower = TwoTower(spec)
-        state = {k.removeprefix("tower."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("tower.")}
+        # Copies: the loaded arrays may be read-only memory maps, and the module owns its weights.
+        state = {k.removeprefix("tower."): torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("tower.")}
         model.tower.load_state_dict(state)
         return model
 

@@ -63,3 +63,22 @@ def test_linked_copies_share_the_file_and_fall_back_to_a_copy(tmp_path: Path, mo
     monkeypatch.setattr(os, "link", no_links)
     copied = link_or_copy(source / "sub" / "big.npy", tmp_path / "copy.npy")
     assert copied.read_bytes() == b"x" * 1000 and not os.path.samefile(copied, source / "sub" / "big.npy")
+
+
+def test_large_npz_members_are_memory_mapped_copy_on_write(tmp_path: Path) -> None:
+    """Model files load their large arrays as maps of the file (server workers share them through
+    the page cache); small arrays are read; the values are the same, and a write never reaches the file."""
+    from recsys.models.serialization import load_npz
+
+    big = np.random.default_rng(0).random((300, 100)).astype(np.float32)
+    ids = np.asarray([f"user-{i:05d}" for i in range(1000)])
+    fortran = np.asfortranarray(np.arange(600, dtype=np.float64).reshape(20, 30))
+    save_npz(tmp_path / "m.npz", big=big, ids=ids, small=np.arange(3), fortran=fortran)
+    loaded = load_npz(tmp_path / "m.npz", mmap_min_bytes=1000)
+    assert set(loaded) == {"big", "ids", "small", "fortran"}
+    for name, want in (("big", big), ("ids", ids), ("fortran", fortran)):
+        np.testing.assert_array_equal(loaded[name], want)
+        assert isinstance(loaded[name].base, np.memmap) and loaded[name].base.mode == "c", name
+    assert not isinstance(loaded["small"].base, np.memmap), "small arrays are read into memory"
+    loaded["big"][0, 0] = -1.0  # this process's copy of the page
+    np.testing.assert_array_equal(load_npz(tmp_path / "m.npz")["big"], big)  # the file is unchanged (and the default threshold reads it)

@@ -183,6 +183,24 @@ def test_exact_indexes_are_rebuilt_on_load_not_saved(world: tuple[ProjectConfig,
     assert loaded.source_lists(users) == exact.source_lists(users)
 
 
+def test_a_generator_loaded_as_memory_maps_answers_the_same(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded models map their large arrays from the file (shared by server workers); the batch,
+    request and visitor paths (implicit's fold-in included) work on the maps and give the same lists."""
+    from recsys.models import serialization
+
+    _, data = world
+    path = generator.save(tmp_path / "mapped")
+    monkeypatch.setattr(serialization, "MMAP_MIN_BYTES", 0)  # every array mapped, however small
+    loaded = CandidateGenerator.load(path)
+    assert isinstance(loaded.two_tower.user_vectors.base, np.memmap) and isinstance(loaded.als.item_factors.base, np.memmap)
+    users = data.user_index.ids[:30].tolist() + ["never-seen-user"]
+    assert loaded.source_lists(users) == generator.source_lists(users), "a batch (screened searches included)"
+    assert loaded.source_lists(users[:1]) == generator.source_lists(users[:1]), "a request's single user"
+    visit = np.asarray([0, 3, 5])
+    assert loaded.visitor_lists(visit) == generator.visitor_lists(visit)
+    assert loaded.recommend(users, 10).item_ids == generator.recommend(users, 10).item_ids
+
+
 def test_batches_screen_the_never_bought_items_once(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch (training folds, the precomputed table) asks the tower index to screen the items not
     bought in the window, once per index; a request's few users never pay for setting it up."""
