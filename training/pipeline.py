@@ -13,6 +13,7 @@ per stage.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -110,6 +111,9 @@ class Pipeline:
         dataset = load_dataset(config.data)
         setup = prepare_evaluation(dataset, config)
         split = setup.split
+        # From here on the stages read the split's windows; the whole log is not kept a second time
+        # (1.3 GB of columns at the 100x rung).
+        dataset = dataclasses.replace(dataset, interactions=dataset.interactions.clear())
         if split.validation_start is None or split.test_start is None or split.validation.is_empty():
             raise ConfigError("recsys train needs split.mode 'global' with a positive split.validation window (the reranker's first label window)")
         base = {"data": dataset.fingerprint, "split": config.split.model_dump(mode="json"), "sample": config.data.user_sample}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 
@@ -32,9 +33,13 @@ class TimeSplit:
     test_start: dt.datetime | None
     test_end: dt.datetime | None
 
-    @property
+    @cached_property
     def history(self) -> pl.DataFrame:
-        """Everything before the test window: what a model evaluated on test may be fitted on."""
+        """Everything before the test window: what a model evaluated on test may be fitted on.
+
+        Built once: each label fold reads it twice, and every call concatenated and sorted the whole
+        log again (24M rows and a 2.3 GB copy each at the 100x rung).
+        """
         return pl.concat([self.train, self.validation], how="vertical").sort("timestamp", maintain_order=True)
 
     def describe(self) -> str:

@@ -75,3 +75,19 @@ def test_hourly_windows() -> None:
     s = split_by_time(frame, SplitConfig(test="6h", validation="8h"))
     assert s.test_start == hour(16) and s.validation_start == hour(8)
     assert s.test["item_id"].to_list() == ["y", "z"] and s.validation["item_id"].to_list() == ["w", "x"]
+
+
+def test_the_history_window_is_built_once() -> None:
+    """Every label fold reads the history; it is one frame, not a new concatenated and sorted copy per read."""
+    import datetime as dt
+
+    import polars as pl
+
+    from recsys.config import SplitConfig
+    from recsys.data.split import split_by_time
+
+    days = [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4, 5, 5)]
+    frame = pl.DataFrame({"user_id": list("abcdef"), "item_id": list("xyzxyz"), "timestamp": days, "weight": [1.0] * 6})
+    split = split_by_time(frame, SplitConfig(mode="global", test_start=dt.datetime(2024, 1, 5), test="1d", validation="1d"))
+    assert split.history is split.history
+    assert split.history["user_id"].to_list() == ["a", "b", "c", "d"], "train then validation, in time order"
