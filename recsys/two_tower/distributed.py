@@ -67,6 +67,7 @@ def run(config_path: str, out: Path, overrides: dict[str, object] | None = None)
 
         out.mkdir(parents=True, exist_ok=True)
         tower = model.last_tower
+        assert tower is not None  # set by early_stopping_run
         save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / "tower.safetensors"))
         (out / "spec.json").write_text(json.dumps(dataclasses.asdict(tower.spec)))
         write_json(out / "result.json", summary)

@@ -65,7 +65,8 @@ class Queries:
     Attributes:
         user_rows: (n,) user index rows; -1 hides the user id (unknown user).
         hist_indptr: (n + 1,) offsets into ``hist_items`` / ``hist_weights``.
-        hist_items: item rows of each query's history bag, most recent first.
+        hist_items: item rows of each query's history bag, most recent first (int32, or int64 for
+            a catalogue of 2^31 items or more).
         hist_weights: recency weights, summing to 1 within a query.
         dense: (n, d) user-side dense features: float32, or float16 for a large training set.
     """
@@ -207,7 +208,9 @@ def _queries_from_context(
         .with_columns((pl.col("w") / pl.col("w").sum().over("query")).alias("w"))
     )
     q = ctx["query"].to_numpy().astype(np.int64)
-    item_rows = ctx["item_idx"].to_numpy().astype(np.int64)
+    # int32 item rows: a training set's history bags are its largest array after the dense
+    # features (4M examples x ~30 rows at the 100x rung); batches widen them to int64.
+    item_rows = ctx["item_idx"].to_numpy().astype(np.int32 if items.n_items < 2**31 else np.int64)
     weights = ctx["w"].to_numpy().astype(np.float32)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(q, minlength=n), out=indptr[1:])

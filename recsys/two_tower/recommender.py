@@ -146,6 +146,7 @@ class TwoTowerRecommender(ScoringRecommender):
         self.on_epoch = on_epoch
         self.validation_result: TrainResult | None = None
         self.train_result: TrainResult | None = None
+        self.last_tower: TwoTower | None = None  # the early-stopping run's tower, until the final run starts
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> Self:
@@ -218,10 +219,16 @@ class TwoTowerRecommender(ScoringRecommender):
             inner, truth = holdout(data, c.validation_days)
             self.validation_result = self.early_stopping_run(inner, truth, vectors)
             epochs = self.validation_result.best_epoch
+            # The held-out window's encoded copy and the run's tower (with its optimiser state) are
+            # not read again: freed before the final run builds its own (~2 GB at the 100x rung).
+            del inner, truth
+            self.last_tower = None
         spec, items, full_als, attrs = self._prepare(data, vectors, als)
         queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history, c.example_days, c.max_examples)
         log.info("two-tower final run: %d examples, %d epochs", len(targets), epochs)
         tower, self.train_result = train(spec, c, items, queries, targets, None, epochs=epochs, on_epoch=self._callback("final"))
+        # The examples (~4 GB for 4M of them) must not outlive training: every user's query is built next.
+        del queries, targets
         self.spec, self.tower, self.item_table, self.als = spec, tower, items, full_als
         self.item_vectors = item_vectors(tower, spec, items)
         all_users = np.arange(data.n_users, dtype=np.int64)
