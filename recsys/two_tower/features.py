@@ -299,16 +299,21 @@ def training_examples(
     if max_examples is not None and targets.height > max_examples:
         log.info("two-tower: the %d most recent of %d purchases become examples (max_examples)", max_examples, targets.height)
         targets = targets.tail(max_examples)
-    log_rows = e.sort(["user_idx", "day", "item_idx"], descending=[False, True, False])
-    user, day, item = (log_rows[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
-    t_user, t_day, t_item = (targets[c].to_numpy() for c in ("user_idx", "day", "item_idx"))
-    # Rows sorted by (user, newest day first): a target's history starts at the user's first row on
-    # or before its day and runs to the user's last row.
-    span = int(day.max() - day.min()) + 2 if len(day) else 2
-    key = user * span + (day.max() - day) if len(day) else user
-    first = np.searchsorted(key, t_user * span + (day.max() - t_day), side="left") if len(day) else np.zeros(0, np.int64)
-    user_end = np.searchsorted(user, t_user, side="right")
     duplicates = int(e.group_by(["user_idx", "item_idx", "day"]).len()["len"].to_numpy().max()) if e.height else 1
+    # Plain int32 copies of the sorted log and the targets; the frames go before the queries are
+    # built (at the 100x rung they held ~1.5 GB through the whole build and the training after it).
+    log_rows = e.sort(["user_idx", "day", "item_idx"], descending=[False, True, False])
+    user, day, item = (log_rows[c].to_numpy().astype(np.int32) for c in ("user_idx", "day", "item_idx"))
+    t_user, t_day, t_item = (targets[c].to_numpy().astype(np.int32) for c in ("user_idx", "day", "item_idx"))
+    del e, targets, log_rows
+    # Rows sorted by (user, newest day first): a target's history starts at the user's first row on
+    # or before its day and runs to the user's last row (keys in int64: users x days passes 2^31).
+    span = int(day.max() - day.min()) + 2 if len(day) else 2
+    newest = int(day.max()) if len(day) else 0
+    key = user.astype(np.int64) * span + (newest - day)
+    first = np.searchsorted(key, t_user.astype(np.int64) * span + (newest - t_day), side="left") if len(day) else np.zeros(0, np.int64)
+    del key
+    user_end = np.searchsorted(user, t_user, side="right")
     width = max_history + duplicates  # the target's own same-day rows are the only ones dropped from a window
     content_dim = _content_dim(items, als)
     features = als.dim + content_dim + attributes.shape[1] + 2
@@ -316,15 +321,15 @@ def training_examples(
     # HALF_PRECISION_BYTES (4M examples x 330 features are 5.3 GB in float32; batches widen them
     # back, and the ~1e-3 relative rounding is far below the training noise). Rows past the
     # examples with a history are never written, so never resident.
-    half = len(targets) * features * 4 > HALF_PRECISION_BYTES
-    dense = np.empty((len(targets), features), dtype=np.float16 if half else np.float32)
+    half = len(t_item) * features * 4 > HALF_PRECISION_BYTES
+    dense = np.empty((len(t_item), features), dtype=np.float16 if half else np.float32)
     parts: list[Queries] = []
     kept: list[np.ndarray] = []
     filled = 0
     # Queries are built QUERY_CHUNK targets at a time: each query's history rows (up to max_history)
     # and their sorted, weighted and sparse copies were ~12 GB for the 100x rung's 4M examples at once.
-    for start in range(0, len(targets), QUERY_CHUNK):
-        stop = min(start + QUERY_CHUNK, len(targets))
+    for start in range(0, len(t_item), QUERY_CHUNK):
+        stop = min(start + QUERY_CHUNK, len(t_item))
         queries, hist_items, ages = [], [], []
         for lo in range(start, stop, EXAMPLE_CHUNK):
             hi = min(lo + EXAMPLE_CHUNK, stop)
