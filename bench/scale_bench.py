@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -134,6 +135,13 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+STOP_REQUESTED = threading.Event()  # set by SIGTERM/SIGINT: the running rung stops as --max-seconds would stop it
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    STOP_REQUESTED.set()
 
 
 def process_memory_mb(pid: int, page_mb: float, proportional: bool = True) -> float:
@@ -281,8 +289,10 @@ def run_rung(
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if max_seconds is not None and time.perf_counter() - started > max_seconds and not stopped:
-                print(f"[{name}] stopping after {max_seconds:,.0f} s (--max-seconds); recording the stages it finished", flush=True)
+            over_time = max_seconds is not None and time.perf_counter() - started > max_seconds
+            if (over_time or STOP_REQUESTED.is_set()) and not stopped:
+                why = f"after {max_seconds:,.0f} s (--max-seconds)" if over_time else "on request (SIGTERM/SIGINT)"
+                print(f"[{name}] stopping {why}; recording the stages it finished", flush=True)
                 proc.terminate()
                 stopped = True
             time.sleep(0.5)
@@ -491,10 +501,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(spec.rungs))
     if unknown:
         parser.error(f"unknown rung(s) {', '.join(unknown)}; {args.spec} has {', '.join(spec.rungs)}")
+    # A stopped ladder (`kill <pid>`, Ctrl-C) ends its rung gracefully: the training is terminated and
+    # the stages it finished are recorded (``complete`` false), as with --max-seconds.
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"rungs": {}}
     results["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     if not args.report:
         for name in names:
+            if STOP_REQUESTED.is_set():
+                break
             results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume, args.max_seconds, results["rungs"].get(name))
             write_json(args.out, results)  # after every rung: a stopped ladder keeps what it measured
     print(write_report(results, args.out.parent, ROOT / "README.md"))

@@ -63,6 +63,27 @@ def test_a_rung_over_its_budget_is_stopped_and_recorded_as_incomplete(tmp_path: 
     assert "stopped at" in scale_bench.markdown({"machine": "test", "rungs": {"slow": record}})
 
 
+def test_a_stop_request_ends_the_rung_and_records_what_finished(tmp_path: Path) -> None:
+    """`kill <ladder pid>` (SIGTERM) during a long rung terminates the training and keeps its record."""
+    import threading
+
+    raw = shop_pipeline_config(tmp_path).model_dump(mode="json")
+    raw["work_dir"] = "${RECSYS_WORK_DIR:-unused}"
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(raw))
+    scale_bench.STOP_REQUESTED.clear()
+    timer = threading.Timer(2.0, scale_bench._request_stop, args=(15, None))
+    timer.start()
+    try:
+        started = time.perf_counter()
+        record = scale_bench.run_rung("stopped", scale_bench.RungSpec(config=str(tmp_path / "shop.yaml")), tmp_path / "scale", resume=False)
+    finally:
+        timer.cancel()
+        scale_bench.STOP_REQUESTED.clear()
+    assert time.perf_counter() - started < 60, "the training was stopped, not waited for"
+    assert record["complete"] is False and record["returncode"] == 0
+    assert isinstance(record["stages"], dict)
+
+
 def test_a_resumed_rung_sums_its_parts(rung: dict) -> None:
     """A rung resumed after a part of it ran (a session ended, a stage was redone with a fix) is
     one run in two parts: finished stages are reused with the seconds and peaks they took, the
