@@ -149,12 +149,25 @@ def item_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, batch_siz
         (n_items, output_dim) float32.
     """
     module.eval()
-    out = []
+    out: np.ndarray | None = None
     for start in range(0, items.n_items, batch_size):
         rows = np.arange(start, min(start + batch_size, items.n_items))
         b = make_batch(spec, None, items, rows)
-        out.append(module(b.features, b.user_dense, b.item_dense)[1][: len(rows)].numpy())
-    return np.concatenate(out).astype(np.float32)
+        out = _write_rows(out, items.n_items, start, module(b.features, b.user_dense, b.item_dense)[1][: len(rows)])
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def _write_rows(out: np.ndarray | None, n: int, start: int, block: torch.Tensor) -> np.ndarray:
+    """Write a batch's vectors into the (n, d) float32 result, allocated at the first batch.
+
+    One preallocated result instead of a list of batches, its concatenation and a float32 copy:
+    three copies of (n x 448) floats were a 3.6 GB spike for the 100x catalogue's 619k items,
+    at every epoch's validation, and 6 GB for its 1.2M users' vectors.
+    """
+    if out is None:
+        out = np.empty((n, block.shape[1]), dtype=np.float32)
+    out[start : start + len(block)] = block.numpy()
+    return out
 
 
 @torch.no_grad()
@@ -172,14 +185,12 @@ def user_vectors(module: nn.Module, spec: TowerSpec, items: ItemTable, queries: 
         (len(queries), output_dim) float32; (0, 0) when there are no queries.
     """
     module.eval()
-    out = []
+    out: np.ndarray | None = None
     for start in range(0, len(queries), batch_size):
         idx = np.arange(start, min(start + batch_size, len(queries)))
         b = make_batch(spec, queries.subset(idx), items, np.empty(0, dtype=np.int64))
-        out.append(module(b.features, b.user_dense, b.item_dense)[0][: len(idx)].numpy())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+        out = _write_rows(out, len(queries), start, module(b.features, b.user_dense, b.item_dense)[0][: len(idx)])
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def validation_recall(module: nn.Module, spec: TowerSpec, items: ItemTable, validation: ValidationSet, k: int) -> float:
