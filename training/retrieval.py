@@ -176,17 +176,23 @@ def fit_retrieval(
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
+    tower_model = TwoTowerRecommender.from_config(config)
+    tower_model.on_epoch = on_epoch
+    if two_tower_epochs is not None:
+        tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
+    # The early-stopping run comes before the window's ALS fit: it fits its own ALS on the earlier
+    # days, and both models with their examples at once were the first label fold's peak (100x rung).
+    epochs = tower_model.select_epochs(data, vectors)
+    early_stopping_seconds = time.perf_counter() - t
+
+    t = time.perf_counter()
     als = ALSRecommender(config.models.als).fit(data)
     timings["als_fit"] = time.perf_counter() - t
     factors = ALSFactors.fit(data, config.models.als, model=als)
 
     t = time.perf_counter()
-    tower_model = TwoTowerRecommender.from_config(config)
-    tower_model.on_epoch = on_epoch
-    if two_tower_epochs is not None:
-        tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
-    tower = tower_model.fit(data, als=factors, vectors=vectors)
-    timings["two_tower_fit"] = time.perf_counter() - t
+    tower = tower_model.fit(data, als=factors, vectors=vectors, epochs=epochs)
+    timings["two_tower_fit"] = early_stopping_seconds + time.perf_counter() - t
 
     tower_index = None
     if "two_tower" in r.candidates.sources:  # the index the generator would build itself, timed here

@@ -202,7 +202,30 @@ class TwoTowerRecommender(ScoringRecommender):
         self.holdout_item_vectors = item_vectors(tower, spec, items)
         return result
 
-    def fit(self, data: TrainingData, als: ALSFactors | None = None, vectors: ItemVectors | None = None) -> Self:
+    def select_epochs(self, data: TrainingData, vectors: ItemVectors | None = None) -> int:
+        """The epoch count of the refit: the early-stopping run on the window's first days.
+
+        Everything the run built (its held-out window, ALS fit, examples and tower) is freed before
+        this returns; only its result and held-out vectors are kept.
+
+        Args:
+            data: the training window.
+            vectors: content vectors (read from the configured file when None).
+
+        Returns:
+            The best epoch, or ``max_epochs`` when ``validation_days`` is 0 (no run).
+        """
+        c = self.config
+        if not c.validation_days:
+            return c.max_epochs
+        vectors = vectors or self.features.vectors()
+        inner, truth = holdout(data, c.validation_days)
+        self.validation_result = self.early_stopping_run(inner, truth, vectors)
+        # The run's tower (with its optimiser state) is not read again (~2 GB at the 100x rung).
+        self.last_tower = None
+        return self.validation_result.best_epoch
+
+    def fit(self, data: TrainingData, als: ALSFactors | None = None, vectors: ItemVectors | None = None, epochs: int | None = None) -> Self:
         """Fit on a window: early-stopping run on its first days, then a refit on all of it.
 
         Args:
@@ -210,19 +233,13 @@ class TwoTowerRecommender(ScoringRecommender):
             als: ALS factors already fitted on ``data`` (fitted here when None).
             vectors: content vectors (read from the configured file when None; without one the towers
                 have no content block).
+            epochs: the refit's epochs, chosen already by :meth:`select_epochs`; None runs it here.
         """
         c = self.config
         self._fit_common(data)
         vectors = vectors or self.features.vectors()
-        epochs = c.max_epochs
-        if c.validation_days:
-            inner, truth = holdout(data, c.validation_days)
-            self.validation_result = self.early_stopping_run(inner, truth, vectors)
-            epochs = self.validation_result.best_epoch
-            # The held-out window's encoded copy and the run's tower (with its optimiser state) are
-            # not read again: freed before the final run builds its own (~2 GB at the 100x rung).
-            del inner, truth
-            self.last_tower = None
+        if epochs is None:
+            epochs = self.select_epochs(data, vectors)
         spec, items, full_als, attrs = self._prepare(data, vectors, als)
         queries, targets = training_examples(data, items, full_als, attrs, c.recency_half_life_days, c.max_history, c.example_days, c.max_examples)
         log.info("two-tower final run: %d examples, %d epochs", len(targets), epochs)
