@@ -42,9 +42,11 @@ test-fast:
 evaluate:
 	$(VENV)/bin/recsys evaluate --config $(CONFIG) --models popularity,history,als,bpr,itemknn --json artifacts/eval/baselines.json
 
-## train: every stage end to end on $(CONFIG) (resumable; FORCE=stage,... recomputes stages)
+## train: every stage end to end on $(CONFIG) (resumable; FORCE=stage,... recomputes stages;
+##        NPROC=2 trains the two-tower over 2 torchrun ranks, the rest of the pipeline on rank 0)
 train:
-	$(VENV)/bin/recsys train --config $(CONFIG) $(if $(FORCE),--force $(FORCE),)
+	$(if $(NPROC),OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m training.cli,$(VENV)/bin/recsys) \
+	  train --config $(CONFIG) $(if $(FORCE),--force $(FORCE),)
 
 ## mlflow-ui: the MLflow UI on 127.0.0.1:5000 over the project's embedded store (light settings)
 mlflow-ui:

@@ -32,6 +32,8 @@ from recsys.data import DataValidationError, load_dataset
 from recsys.data.stats import recommended_repeat_policy, repeat_rate  # noqa: E402
 from recsys.evaluation.protocol import evaluate_model, format_table, prepare_evaluation, results_table  # noqa: E402
 from recsys.registry import build_model  # noqa: E402
+from recsys.two_tower.ranks import rank_group  # noqa: E402
+from recsys.two_tower.train import follow  # noqa: E402
 from serving.server import ServeSettings, serve  # noqa: E402
 from training.content import run_content  # noqa: E402
 from training.pipeline import Pipeline  # noqa: E402
@@ -200,7 +202,15 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run(write_bundle=not args.no_bundle)
+    # Under torchrun (`make train NPROC=2`) rank 0 runs the pipeline and the other ranks only join
+    # its two-tower training runs (recsys/two_tower/ranks.py).
+    with rank_group(config.work_path / "rank_jobs") as rank:
+        if rank > 0:
+            for package in PROJECT_LOGGERS:  # rank 0 reports progress; the others only warnings
+                logging.getLogger(package).setLevel(logging.WARNING)
+            follow()
+            return 0
+        outcome = Pipeline(config, force={s for s in args.force.split(",") if s}).run(write_bundle=not args.no_bundle)
     reused = [n for n, r in outcome.stages.items() if r.reused]
     made = f"bundle {outcome.bundle.version} at {outcome.bundle.path}" if outcome.bundle else "no bundle (--no-bundle)"
     print(f"{made} (MLflow run {outcome.run_id}); reused stages: {', '.join(reused) or 'none'}; {outcome.seconds:.0f}s")

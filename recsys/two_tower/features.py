@@ -99,6 +99,14 @@ class Queries:
         return cls(**{f.name: arrays[f"{prefix}_{f.name}"] for f in fields(cls)})
 
 
+@dataclass
+class ValidationSet:
+    """Queries with their ground truth (catalogue rows bought in the validation window)."""
+
+    queries: Queries
+    truth: list[np.ndarray]
+
+
 def build_item_table(data: TrainingData, vectors: ItemVectors | None, als: ALSFactors, categorical: list[str], kind: str = "fused") -> ItemTable:
     """Item features for every item of ``data.item_index``.
 

@@ -12,6 +12,8 @@ inputs), so early stopping decides the same way everywhere.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -32,22 +34,15 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from recsys.config import TwoTowerConfig
 from recsys.evaluation.metrics import recall_at_k
 from recsys.two_tower.batching import make_batch
-from recsys.two_tower.features import ItemTable, Queries
+from recsys.two_tower.features import ItemTable, Queries, ValidationSet
 from recsys.two_tower.loss import log_sampling_probability, sampled_softmax_loss
 from recsys.two_tower.model import TowerSpec, TwoTower
+from recsys.two_tower.ranks import TrainingJob, next_job, share
 
 if TYPE_CHECKING:
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ValidationSet:
-    """Queries with their ground truth (catalogue rows bought in the validation window)."""
-
-    queries: Queries
-    truth: list[np.ndarray]
 
 
 @dataclass
@@ -244,9 +239,57 @@ def train(
     Returns:
         (the trained TwoTower, unwrapped from any DistributedModelParallel, and the run summary).
     """
-    torch.set_num_threads(config.threads)
-    with process_group() as (world, rank):
-        return _train(spec, config, items, queries, targets, validation, epochs, on_epoch, world, rank)
+    shared = share(TrainingJob(spec, config, items, queries, targets, validation, epochs))
+    try:
+        with process_group() as (world, rank), _threads(config):
+            return _train(spec, config, items, queries, targets, validation, epochs, on_epoch, world, rank)
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def follow() -> int:
+    """A follower rank's life under torchrun: train every run rank 0 shares, until it says stop.
+
+    Returns:
+        How many runs this rank joined.
+    """
+    done = 0
+    while (job := next_job()) is not None:
+        run_job(job)
+        done += 1
+    log.info("rank %d: released after %d two-tower run(s)", dist.get_rank(), done)
+    return done
+
+
+def run_job(job: TrainingJob) -> TrainResult:
+    """A follower rank's part of one shared training run (see :mod:`recsys.two_tower.ranks`).
+
+    Args:
+        job: the run's inputs, as rank 0 shared them.
+
+    Returns:
+        The run summary (the same on every rank); the weights are rank 0's to keep.
+    """
+    with process_group() as (world, rank), _threads(job.config):
+        _, result = _train(job.spec, job.config, job.items, job.queries, job.targets, job.validation, job.epochs, None, world, rank)
+    return result
+
+
+@contextmanager
+def _threads(config: TwoTowerConfig) -> Iterator[None]:
+    """torch's intra-op threads: ``config.threads``, split while training between the ranks that share a machine.
+
+    Ranks on one machine (torchrun's ``LOCAL_WORLD_SIZE``) each get their share of ``config.threads``
+    for the run: a full thread pool per rank would oversubscribe the cores. Afterwards the process
+    (rank 0 goes on to compute every user's vector) has all of ``config.threads`` again.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if is_distributed() else 1
+    torch.set_num_threads(max(1, config.threads // max(local, 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(config.threads)
 
 
 def _train(
