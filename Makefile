@@ -144,6 +144,13 @@ peers:
 bench-scale:
 	$(BENCH_WRAP) $(PY) bench/scale_bench.py $(SCALE_ARGS)
 
+## bench-ranks: two-tower training examples/s in 1 process against 2 torchrun ranks (what `make train NPROC=2` uses),
+##              alternating, into bench/results/two_tower_ranks.{json,md}
+bench-ranks:
+	$(BENCH_WRAP) $(PY) bench/ranks_bench.py --config $(CONFIG) $(BENCH_ARGS)
+
+.PHONY: bench-ranks
+
 ## bench-scale-serving: the serving bench on a scale rung's trained bundle (RUNG=hm_x10), as `make bench` runs the H&M one
 RUNG ?= hm_x10
 bench-scale-serving:

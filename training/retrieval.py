@@ -182,7 +182,8 @@ def fit_retrieval(
         tower_model.config = tower_model.config.model_copy(update={"validation_days": 0, "max_epochs": two_tower_epochs})
     # The early-stopping run comes before the window's ALS fit: it fits its own ALS on the earlier
     # days, and both models with their examples at once were the first label fold's peak (100x rung).
-    epochs = tower_model.select_epochs(data, vectors)
+    # Its held-out vectors are only read by the tuning.
+    epochs = tower_model.select_epochs(data, vectors, keep_holdout_vectors=tune)
     early_stopping_seconds = time.perf_counter() - t
 
     t = time.perf_counter()

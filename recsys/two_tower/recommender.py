@@ -38,6 +38,9 @@ from recsys.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
+USER_BATCH = 4096  # users per user-tower forward pass
+USER_CHUNK = 32 * USER_BATCH  # users whose queries are built at once when every user gets a vector
+
 
 @dataclasses.dataclass
 class FeatureSettings:
@@ -173,17 +176,22 @@ class TwoTowerRecommender(ScoringRecommender):
         hook = self.on_epoch
         return lambda epoch, metrics: hook(stage, epoch, metrics)
 
-    def early_stopping_run(self, data: TrainingData, truth: dict[int, np.ndarray], vectors: ItemVectors | None) -> TrainResult:
+    def early_stopping_run(
+        self, data: TrainingData, truth: dict[int, np.ndarray], vectors: ItemVectors | None, keep_vectors: bool = True
+    ) -> TrainResult:
         """Train on ``data`` with early stopping on Recall@k of ``truth`` (held-out items per user row).
 
-        Also keeps, in memory only, the held-out users' ids and the run's user and item vectors
-        (``holdout_user_ids``, ``holdout_user_vectors``, ``holdout_item_vectors``) so a caller can
-        tune downstream stages on the same held-out window without training again.
+        Also keeps, in memory only, the held-out users' ids (``holdout_user_ids``) and, with
+        ``keep_vectors``, the run's user and item vectors (``holdout_user_vectors``,
+        ``holdout_item_vectors``) so a caller can tune downstream stages on the same held-out
+        window without training again.
 
         Args:
             data: the earlier part of the window (see :func:`holdout`).
             truth: user row -> held-out item rows, in ``data``'s indexes.
             vectors: content vectors, or None for no content block.
+            keep_vectors: compute and keep the held-out vectors (the whole catalogue's item vectors
+                are 1.1 GB at the 100x rung; ``make train`` never reads them).
 
         Returns:
             The run's result; ``best_epoch`` is the epoch count for the refit.
@@ -198,19 +206,22 @@ class TwoTowerRecommender(ScoringRecommender):
         tower, result = train(spec, c, items, queries, targets, val, on_epoch=self._callback("validation"))
         self.last_tower = tower
         self.holdout_user_ids = data.user_index.ids[rows]
-        self.holdout_user_vectors = user_vectors(tower, spec, items, val_queries)
-        self.holdout_item_vectors = item_vectors(tower, spec, items)
+        if keep_vectors:
+            self.holdout_user_vectors = user_vectors(tower, spec, items, val_queries)
+            self.holdout_item_vectors = item_vectors(tower, spec, items)
         return result
 
-    def select_epochs(self, data: TrainingData, vectors: ItemVectors | None = None) -> int:
+    def select_epochs(self, data: TrainingData, vectors: ItemVectors | None = None, keep_holdout_vectors: bool = True) -> int:
         """The epoch count of the refit: the early-stopping run on the window's first days.
 
         Everything the run built (its held-out window, ALS fit, examples and tower) is freed before
-        this returns; only its result and held-out vectors are kept.
+        this returns; only its result and held-out users (and vectors, when kept) remain.
 
         Args:
             data: the training window.
             vectors: content vectors (read from the configured file when None).
+            keep_holdout_vectors: keep the run's held-out user and item vectors (fusion-weight
+                tuning reads them).
 
         Returns:
             The best epoch, or ``max_epochs`` when ``validation_days`` is 0 (no run).
@@ -220,7 +231,7 @@ class TwoTowerRecommender(ScoringRecommender):
             return c.max_epochs
         vectors = vectors or self.features.vectors()
         inner, truth = holdout(data, c.validation_days)
-        self.validation_result = self.early_stopping_run(inner, truth, vectors)
+        self.validation_result = self.early_stopping_run(inner, truth, vectors, keep_vectors=keep_holdout_vectors)
         # The run's tower (with its optimiser state) is not read again (~2 GB at the 100x rung).
         self.last_tower = None
         return self.validation_result.best_epoch
@@ -248,11 +259,28 @@ class TwoTowerRecommender(ScoringRecommender):
         del queries, targets
         self.spec, self.tower, self.item_table, self.als = spec, tower, items, full_als
         self.item_vectors = item_vectors(tower, spec, items)
-        all_users = np.arange(data.n_users, dtype=np.int64)
-        self.user_vectors = user_vectors(
-            tower, spec, items, inference_queries(data, all_users, items, full_als, attrs, c.recency_half_life_days, c.max_history)
-        )
+        self.user_vectors = self._every_user_vector(data, items, full_als, attrs)
         return self
+
+    def _every_user_vector(self, data: TrainingData, items: ItemTable, als: ALSFactors, attrs: np.ndarray) -> np.ndarray:
+        """Every user's vector as of the window's end, the queries built ``USER_CHUNK`` users at a time.
+
+        All 1.2M users' queries at once (their history rows, sorted and weighted copies, two sparse
+        bags, the dense features) took the 100x rung's first label fold from 12 to 20.4 GB. A
+        chunk is a whole number of ``user_vectors`` batches, so every batch, and every vector, is
+        the one-pass result.
+        """
+        c = self.config
+        out: np.ndarray | None = None
+        for start in range(0, data.n_users, USER_CHUNK):
+            rows = np.arange(start, min(start + USER_CHUNK, data.n_users), dtype=np.int64)
+            queries = inference_queries(data, rows, items, als, attrs, c.recency_half_life_days, c.max_history)
+            block = user_vectors(self.tower, self.spec, items, queries, batch_size=USER_BATCH)
+            if out is None:
+                out = np.empty((data.n_users, block.shape[1]), dtype=np.float32)
+            out[start : start + len(rows)] = block
+            del queries, block
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
         """Dot products of the user-tower and item-tower vectors."""

@@ -67,6 +67,8 @@ def test_untuned_fit_has_equal_weights_and_every_part(equal: RetrievalFit, world
     assert gen.als is equal.als and gen.two_tower is equal.two_tower and gen.tower_index is equal.tower_index
     assert gen.history is not None and equal.factors is not None
     assert equal.two_tower.validation_result is not None, "without two_tower_epochs the two-tower stops early on its own"
+    # Untuned, nothing reads the early-stopping run's held-out vectors (1.1 GB of item vectors at the 100x rung).
+    assert not hasattr(equal.two_tower, "holdout_item_vectors") and not hasattr(equal.two_tower, "holdout_user_vectors")
     assert set(equal.timings) == {"als_fit", "two_tower_fit", "index_build", "candidates_fit"}
     # Empty weights = every source weighted 1.
     users = data.user_index.ids[:20].tolist()
