@@ -125,9 +125,7 @@ class TrainingJob:
             indptr, rows = array("truth_indptr"), np.asarray(array("truth_rows"))
             truth = [rows[indptr[i] : indptr[i + 1]] for i in range(len(indptr) - 1)]
             validation = ValidationSet(Queries(**{f.name: array(f"validation_{f.name}") for f in dataclasses.fields(Queries)}), truth)
-        spec = meta["spec"]
-        spec = TowerSpec(**{**spec, "category_sizes": tuple(spec["category_sizes"]), "categories": tuple(spec["categories"]), "hidden": tuple(spec["hidden"])})
-        return cls(spec, TwoTowerConfig(**meta["config"]), items, queries, array("targets"), validation, meta["epochs"])
+        return cls(TowerSpec.from_dict(meta["spec"]), TwoTowerConfig(**meta["config"]), items, queries, array("targets"), validation, meta["epochs"])
 
 
 @dataclass

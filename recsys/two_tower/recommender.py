@@ -298,8 +298,7 @@ class TwoTowerRecommender(ScoringRecommender):
         model = cls(TwoTowerConfig(**params["config"]), ALSConfig(**params["als_config"]), FeatureSettings(**_feature_settings(params["features"])))
         model._load_common(arrays)
         model.item_vectors, model.user_vectors = arrays["item_vectors"], arrays["user_vectors"]
-        spec = params["spec"]
-        spec = TowerSpec(**{**spec, "category_sizes": tuple(spec["category_sizes"]), "categories": tuple(spec["categories"]), "hidden": tuple(spec["hidden"])})
+        spec = TowerSpec.from_dict(params["spec"])
         model.spec = spec
         model.tower = TwoTower(spec)
         # Copies: the loaded arrays may be read-only memory maps, and the module owns its weights.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 USER_ID, ITEM_ID, HIST_ITEM = "user_id", "item_id", "hist_item_id"
 
@@ -38,6 +39,19 @@ class TowerSpec:
     category_dim: int = 16
     hidden: tuple[int, ...] = (256,)
     output_dim: int = 64
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "TowerSpec":
+        """The spec of ``dataclasses.asdict(spec)`` read back from JSON (its tuples come back as lists).
+
+        Args:
+            saved: the saved fields.
+
+        Returns:
+            The spec.
+        """
+        tuples = {name: tuple(saved[name]) for name in ("category_sizes", "categories", "hidden")}
+        return cls(**{**saved, **tuples})
 
     @property
     def item_keys(self) -> list[str]:
