@@ -100,10 +100,15 @@ class ItemIndex:
         return int(self.index.ntotal)
 
     @property
-    def _hnsw(self) -> faiss.HNSW:
-        """The graph parameters of an ``hnsw`` index (FAISS hands back the concrete index class)."""
+    def _hnsw_index(self) -> faiss.IndexHNSW:
+        """The index of an ``hnsw`` kind as its concrete class (FAISS hands that back on load)."""
         assert isinstance(self.index, faiss.IndexHNSW), f"a {self.kind} index has no HNSW graph"
-        return self.index.hnsw
+        return self.index
+
+    @property
+    def _hnsw(self) -> faiss.HNSW:
+        """The graph parameters of an ``hnsw`` index."""
+        return self._hnsw_index.hnsw
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item rows and scores per query (rows -1 / scores -inf where fewer than k exist).
@@ -161,9 +166,9 @@ class ItemIndex:
             scores, rows = self.index.search(q, min(k, len(self)))
             return rows, scores
         if self._flat is None:  # the HNSW graph's vectors without their norm augmentation
-            stored = self.index.reconstruct_n(0, len(self))
-            self._flat = faiss.IndexFlatIP(stored.shape[1] - 1)
-            self._flat.add(np.ascontiguousarray(stored[:, :-1]))
+            stored = self.stored_vectors()
+            self._flat = faiss.IndexFlatIP(stored.shape[1])
+            self._flat.add(np.ascontiguousarray(stored))
         scores, rows = self._flat.search(q, min(k, len(self)))
         return rows, scores
 
@@ -183,12 +188,30 @@ class ItemIndex:
         """
         if self.kind == "ivf" or rank < 1:
             return False
-        stored = self.index.reconstruct_n(0, len(self))
-        vectors = np.ascontiguousarray(stored[:, :-1] if self.kind in APPROXIMATE else stored, dtype=np.float32)
-        self._screen = ScreenedSearch.build(vectors, warm_mask, rank)
+        # The index's own memory, not a copy: at the 100x rung a copy was 1.1 GB of the label folds' peak.
+        self._screen = ScreenedSearch.build(self.stored_vectors(), warm_mask, rank, owner=self.index)
         if self._screen is not None:
             self._flat = None  # the screened search replaces the exact twin
         return self._screen is not None
+
+    def stored_vectors(self) -> np.ndarray:
+        """Every item vector as given to :meth:`build`: a read-only view of the index's own storage.
+
+        No copy is made (``reconstruct_n`` copied the whole matrix, twice for an HNSW index). The
+        view of an HNSW index skips its norm column, so its rows are strided. It points into the
+        FAISS index, so whoever keeps it must keep this index (or ``self.index``) alive too.
+
+        Raises:
+            ValueError: an IVF index, which stores its vectors by cell, not as one matrix.
+        """
+        if self.kind == "ivf":
+            raise ValueError("index: an IVF index keeps no item matrix to view")
+        flat = faiss.downcast_index(self._hnsw_index.storage) if self.kind == "hnsw" else self.index
+        assert isinstance(flat, faiss.IndexFlat), f"a {self.kind} index stores no flat matrix"
+        n, width = len(self), int(flat.d)
+        view: np.ndarray = faiss.rev_swig_ptr(flat.get_xb(), n * width).reshape(n, width)
+        view.flags.writeable = False
+        return view[:, :-1] if self.kind in APPROXIMATE else view
 
     @property
     def screened(self) -> bool:

@@ -18,7 +18,7 @@ was ~4 per user on the 10x log. The result is the exact top k, ordered by score,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import faiss
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 # rounding of 448-term float32 sums (~1e-5 relative) and far below the gaps seen (tau ~0.4,
 # best cold score ~0.1 on the 10x log).
 MARGIN = 1e-3
+CHUNK = 65_536  # cold rows gathered at a time while building
 
 
 @dataclass
@@ -55,25 +56,28 @@ class ScreenedSearch:
     basis: np.ndarray
     cold_radius: float
     screen: faiss.IndexFlatIP
+    owner: Any = field(default=None, repr=False, compare=False)  # keeps alive the memory ``vectors`` views (a FAISS index)
     _flat: faiss.IndexFlatIP | None = field(default=None, repr=False, compare=False)
     hits_per_query: float = field(default=0.0, compare=False)  # cold items rescored per query in the last search
 
     @classmethod
-    def build(cls, vectors: np.ndarray, warm_mask: np.ndarray, rank: int, sample: int = 20_000, seed: int = 0) -> Self | None:
+    def build(cls, vectors: np.ndarray, warm_mask: np.ndarray, rank: int, sample: int = 20_000, seed: int = 0, owner: Any = None) -> Self | None:
         """Split the items and fit the cold items' subspace.
 
         Args:
-            vectors: (n_items, d) float32 item vectors, scored by inner product (kept by reference).
+            vectors: (n_items, d) float32 item vectors, scored by inner product (kept by reference;
+                rows may be strided, e.g. a view of an index's storage, since only rows are gathered).
             warm_mask: (n_items,) True for the items scored in full (e.g. bought in the window).
             rank: directions of the cold subspace.
             sample: cold items the principal directions are fitted on (fixed seed).
             seed: the sample's seed.
+            owner: whatever owns the memory ``vectors`` views (kept alive with the search).
 
         Returns:
             The search, or None where it cannot pay: ``rank`` not below the dimension, or fewer
             cold items than warm ones.
         """
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)  # no contiguous copy: every use below gathers rows
         n, d = vectors.shape
         warm_mask = np.asarray(warm_mask, dtype=bool)
         if len(warm_mask) != n:
@@ -81,26 +85,31 @@ class ScreenedSearch:
         warm_rows, cold_rows = np.flatnonzero(warm_mask), np.flatnonzero(~warm_mask)
         if rank < 1 or rank >= d or len(cold_rows) <= len(warm_rows):
             return None
-        mean = vectors[cold_rows].mean(axis=0, dtype=np.float64)
+        # Cold rows are gathered CHUNK at a time: all of them at once was a 0.9 GB copy at the 100x rung.
+        mean = sum((vectors[cold_rows[lo : lo + CHUNK]].sum(axis=0, dtype=np.float64) for lo in range(0, len(cold_rows), CHUNK)), np.zeros(d)) / len(cold_rows)
         rng = np.random.default_rng(seed)
         fit_rows = np.sort(rng.choice(cold_rows, size=min(sample, len(cold_rows)), replace=False))
         _, _, vt = np.linalg.svd(vectors[fit_rows].astype(np.float64) - mean, full_matrices=False)
         basis = vt[: min(rank, len(vt))]
-        coords = np.empty((len(cold_rows), len(basis)), dtype=np.float64)
-        residual = np.empty(len(cold_rows), dtype=np.float64)
+        r = len(basis)
+        # The screen's rows [coordinates in the basis, norm outside it, 1], written in place as float32.
+        table = np.empty((len(cold_rows), r + 2), dtype=np.float32)
+        table[:, r + 1] = 1.0
         radius = 0.0
-        for lo in range(0, len(cold_rows), 65_536):  # float64 projections in chunks (the cold set can be most of 1M items)
-            centred = vectors[cold_rows[lo : lo + 65_536]].astype(np.float64) - mean
-            coords[lo : lo + 65_536] = centred @ basis.T
-            residual[lo : lo + 65_536] = np.linalg.norm(centred - coords[lo : lo + 65_536] @ basis, axis=1)
+        for lo in range(0, len(cold_rows), CHUNK):  # float64 projections (the cold set can be most of 1M items)
+            centred = vectors[cold_rows[lo : lo + CHUNK]].astype(np.float64) - mean
+            coords = centred @ basis.T
+            table[lo : lo + CHUNK, :r] = coords
+            # rounded up: the bound may only overestimate
+            table[lo : lo + CHUNK, r] = np.linalg.norm(centred - coords @ basis, axis=1) * (1 + 1e-6)
             radius = max(radius, float(np.linalg.norm(centred, axis=1).max()))
         warm = faiss.IndexFlatIP(d)
         if len(warm_rows):
             warm.add(np.ascontiguousarray(vectors[warm_rows]))
-        residual = residual * (1 + 1e-6)  # rounded up: the bound may only overestimate
-        screen = faiss.IndexFlatIP(coords.shape[1] + 2)
-        screen.add(np.ascontiguousarray(np.hstack([coords, residual[:, None], np.ones((len(cold_rows), 1))]), dtype=np.float32))
-        return cls(n, warm_rows.astype(np.int64), warm, cold_rows.astype(np.int64), vectors, mean.astype(np.float32), basis.astype(np.float32), radius, screen)
+        screen = faiss.IndexFlatIP(r + 2)
+        screen.add(table)
+        del table
+        return cls(n, warm_rows.astype(np.int64), warm, cold_rows.astype(np.int64), vectors, mean.astype(np.float32), basis.astype(np.float32), radius, screen, owner)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k rows and float32 inner products per query, best first (ties: lower row first).
