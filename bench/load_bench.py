@@ -284,14 +284,20 @@ def measured(run, pid: int, endpoint: str, mode: str, load: float) -> Run:  # ty
     return out
 
 
-def server_rss_mb(pid: int) -> float:
-    """Resident memory of the server and its worker processes."""
+def server_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of the server and its worker processes, summed, in MB.
+
+    RSS counts a page shared by the supervisor and its forked workers once per process; PSS splits
+    it among them, so the PSS sum is what the server costs the machine.
+    """
     try:
         proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-        return round(sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20, 1)
+        procs = [p for p in (proc, *proc.children(recursive=True)) if p.is_running()]
+        rss = sum(p.memory_info().rss for p in procs)
+        pss = sum(p.memory_full_info().pss for p in procs)
+        return round(rss / 2**20, 1), round(pss / 2**20, 1)
     except psutil.NoSuchProcess:
-        return float("nan")
+        return float("nan"), float("nan")
 
 
 def settle(below: float, max_s: float) -> float:
@@ -412,7 +418,13 @@ def markdown(result: dict[str, object]) -> str:
         if (line := http_share(endpoint, v, result["runs"])) is not None:  # type: ignore[arg-type]
             lines.append(line)
     lines.append("")
-    lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
+    if "server_pss_mb" in result:
+        lines.append(
+            f"Server memory after the runs, supervisor and workers: {result['server_pss_mb']} MB PSS (shared pages split among the "
+            f"processes sharing them: what the machine gives), {result['server_rss_mb']} MB RSS summed (shared pages counted in every process)."
+        )
+    else:
+        lines.append(f"Server memory (all workers, RSS): {result['server_rss_mb']} MB after the runs.")
     return "\n".join(lines) + "\n"
 
 
@@ -485,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.repeat if rate in fixed else 1):
                     runs.append(measured(lambda rate=rate: open_loop(requests, port, rate, args.duration), process.pid, endpoint, "open", rate))
                     print(runs[-1], flush=True)
-        rss = server_rss_mb(process.pid)
+        rss, pss = server_memory_mb(process.pid)
     in_process: dict[str, dict[str, float]] = {}
     if args.in_process:
         wanted_bodies = {e: b for e, b in bodies(users, args.candidates_k, args.n_candidates).items() if e in wanted}
@@ -510,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates_k": args.candidates_k,
         "n_candidates": args.n_candidates,
         "server_rss_mb": rss,
+        "server_pss_mb": pss,
         "in_process": in_process,
         "runs": [asdict(r) for r in runs],
     }

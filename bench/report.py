@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -31,9 +32,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.2f}"
 
 
+def _memory(result: dict[str, Any]) -> str:
+    """The server's PSS sum where measured (forked workers share pages), else its RSS sum."""
+    if result.get("server_pss_mb") is not None:
+        return f"{result['server_pss_mb']:,.0f} PSS"
+    return f"{result['server_rss_mb']:,.0f} RSS"
+
+
 def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: ignore[type-arg]
     lines = [
-        "| catalogue | endpoint | mode | load | requests | errors | QPS | p50 ms | p99 ms | server CPU ms/req | client CPU ms/req | server RSS MB |",
+        "| catalogue | endpoint | mode | load | requests | errors | QPS | p50 ms | p99 ms | server CPU ms/req | client CPU ms/req | server MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
@@ -42,7 +50,7 @@ def table(results: list[tuple[str, dict]], index: dict | None) -> str:  # type: 
             load = f"{int(run['load'])} conn." if run["mode"] == "closed" else f"{int(run['load'])} req/s"
             lines.append(
                 f"| {label} | `{run['endpoint']}` | {run['mode']} | {load} | {run['requests']:,} | {run['errors']} | {run['qps']:.0f} | "
-                f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {_ms(run.get('server_cpu_ms'))} | {_ms(run.get('client_cpu_ms'))} | {r['server_rss_mb']:,.0f} |"
+                f"{run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {_ms(run.get('server_cpu_ms'))} | {_ms(run.get('client_cpu_ms'))} | {_memory(r)} |"
             )
         choice = {"heaviest": " (the customers with the most purchases: the costliest requests)", "random": " (drawn at random from the customers with history)"}
         mix = f"{r.get('request_users', '?')} customer ids{choice.get(r.get('request_user_choice', ''), '')}" + (f" + {r['request_visitors']} unknown ids" if r.get("request_visitors") else "")

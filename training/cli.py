@@ -171,6 +171,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core for throughput)")
     parser.add_argument("--watch", type=float, default=10.0, help="reload when the 'latest' pointer moves, polled every N s (0: off)")
+    parser.add_argument("--no-shared-bundle", dest="shared_bundle", action="store_false",
+                        help="with several workers, spawn each with its own copy of the bundle instead of forking them from one loaded copy")
     parser.add_argument("--dev", action="store_true", help="train the config's bundle first when it has none (`make serve-dev`: configs/hm_dev.yaml, about a minute)")
 
 
@@ -181,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
             bundle = args.bundle or ensure_bundle(config)
         else:
             bundle = args.bundle or config.work_path / "bundles"
-        serve(ServeSettings(bundle, args.host, args.port, args.workers, args.watch))
+        serve(ServeSettings(bundle, args.host, args.port, args.workers, args.watch, shared_bundle=args.shared_bundle))
     except BundleError as exc:
         hint = "" if args.dev else "\n  (`make serve-dev` trains and serves a small development bundle in about a minute)"
         print(f"recsys serve: error: {exc}{hint}", file=sys.stderr)
