@@ -155,7 +155,7 @@ bench-ranks:
 RUNG ?= hm_x10
 bench-scale-serving:
 	$(BENCH_WRAP) $(PY) bench/load_bench.py --config configs/synthetic_hm.yaml --bundle artifacts/scale/$(RUNG)/bundles --visitors 0 \
-	  --users random --sample 1000 --rates 400 --recommend-rates 50 --repeat 5 --auto-rates "" \
+	  --users random --sample 1000 --rates 400 --recommend-rates 50 --repeat 5 --auto-rates "" --ready-timeout-s 1800 \
 	  --note "synthetic $(RUNG) trained bundle" --out bench/results/serving_scale_$(subst hm_,,$(RUNG)).json
 	$(PY) bench/report.py
 

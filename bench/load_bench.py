@@ -462,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip answering the same requests in this process afterwards (the HTTP layer's share)")
     parser.add_argument("--settle-load", type=float, default=1.0, help="wait for the 1-min load average to fall below this first (0: do not wait)")
     parser.add_argument("--settle-max-s", type=float, default=180.0, help="longest wait for --settle-load")
+    parser.add_argument("--ready-timeout-s", type=float, default=300.0, help="longest wait for the server to load the bundle (a 100x bundle takes minutes)")
     args = parser.parse_args(argv)
 
     bundle = args.bundle or default_bundle(args.config)
@@ -469,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     settled_s = settle(args.settle_load, args.settle_max_s)
     load_start = round(os.getloadavg()[0], 2)
-    with run_server(bundle, log, workers=args.workers, ready_timeout_s=300) as server:
+    with run_server(bundle, log, workers=args.workers, ready_timeout_s=args.ready_timeout_s) as server:
         process = server.process
         port = int(server.url.rsplit(":", 1)[1])
         base = server.url

@@ -103,6 +103,7 @@ class CandidateGenerator(Recommender):
                 two_tower = TwoTowerRecommender.from_config(p).fit(data)
             self.two_tower = two_tower
             self.tower_index = tower_index or ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
+            _share_item_vectors(two_tower, self.tower_index)
         if "same_product" in wanted:
             column = c.product_column
             if column in data.items.columns:
@@ -338,3 +339,18 @@ def _saved_index(directory: Path, item_ids: np.ndarray) -> ItemIndex | None:
         log.warning("%s indexes other items than its models; rebuilding it", directory)
         return None
     return index
+
+
+def _share_item_vectors(tower: TwoTowerRecommender, index: ItemIndex) -> None:
+    """Let the tower read its item vectors from an exact index's own storage: one matrix, not two.
+
+    A flat FAISS index keeps its own copy of what it was built from (1.1 GB at the 100x rung's
+    619k items). The freshly fitted tower's array is swapped for a read-only view of that copy,
+    only where the two are equal; an approximate index stores other vectors (norm-augmented
+    rows), so both stay. A loaded tower keeps its memory-mapped file (shared by server workers).
+    """
+    if index.kind != "exact" or len(index) != len(tower.item_vectors):
+        return
+    stored = index.stored_vectors()
+    if stored.shape == tower.item_vectors.shape and np.array_equal(stored, tower.item_vectors):
+        tower.item_vectors = stored

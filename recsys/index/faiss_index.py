@@ -189,7 +189,7 @@ class ItemIndex:
         if self.kind == "ivf" or rank < 1:
             return False
         # The index's own memory, not a copy: at the 100x rung a copy was 1.1 GB of the label folds' peak.
-        self._screen = ScreenedSearch.build(self.stored_vectors(), warm_mask, rank, owner=self.index)
+        self._screen = ScreenedSearch.build(self.stored_vectors(), warm_mask, rank)
         if self._screen is not None:
             self._flat = None  # the screened search replaces the exact twin
         return self._screen is not None
@@ -198,8 +198,8 @@ class ItemIndex:
         """Every item vector as given to :meth:`build`: a read-only view of the index's own storage.
 
         No copy is made (``reconstruct_n`` copied the whole matrix, twice for an HNSW index). The
-        view of an HNSW index skips its norm column, so its rows are strided. It points into the
-        FAISS index, so whoever keeps it must keep this index (or ``self.index``) alive too.
+        view of an HNSW index skips its norm column, so its rows are strided. The array keeps the
+        FAISS index alive (its ``base``), so it stays valid whatever happens to this object.
 
         Raises:
             ValueError: an IVF index, which stores its vectors by cell, not as one matrix.
@@ -209,8 +209,8 @@ class ItemIndex:
         flat = faiss.downcast_index(self._hnsw_index.storage) if self.kind == "hnsw" else self.index
         assert isinstance(flat, faiss.IndexFlat), f"a {self.kind} index stores no flat matrix"
         n, width = len(self), int(flat.d)
-        view: np.ndarray = faiss.rev_swig_ptr(flat.get_xb(), n * width).reshape(n, width)
-        view.flags.writeable = False
+        address = faiss.rev_swig_ptr(flat.get_xb(), max(n * width, 1)).__array_interface__["data"][0]
+        view = np.asarray(_IndexMemory(self.index, address, (n, width)))
         return view[:, :-1] if self.kind in APPROXIMATE else view
 
     @property
@@ -292,6 +292,18 @@ class ItemIndex:
         if len(ids) != index.ntotal:
             raise ValueError(f"{directory}: {len(ids)} ids for an index of {index.ntotal} vectors")
         return cls(ids, index, meta["kind"], float(meta.get("max_norm", 0.0)))
+
+
+class _IndexMemory:
+    """A FAISS index's float32 matrix as a read-only numpy buffer that keeps the index alive.
+
+    ``np.asarray`` of this object is a view whose ``base`` is this object, which holds the index:
+    a bare ``faiss.rev_swig_ptr`` view would point into freed memory once the index is gone.
+    """
+
+    def __init__(self, index: faiss.Index, address: int, shape: tuple[int, int]):
+        self.index = index
+        self.__array_interface__ = {"data": (address, True), "shape": shape, "typestr": "<f4", "version": 3}
 
 
 def _ivf(augmented: np.ndarray, config: IndexConfig) -> faiss.Index:

@@ -18,7 +18,7 @@ was ~4 per user on the 10x log. The result is the exact top k, ordered by score,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Self
 
 import faiss
 import numpy as np
@@ -56,12 +56,11 @@ class ScreenedSearch:
     basis: np.ndarray
     cold_radius: float
     screen: faiss.IndexFlatIP
-    owner: Any = field(default=None, repr=False, compare=False)  # keeps alive the memory ``vectors`` views (a FAISS index)
     _flat: faiss.IndexFlatIP | None = field(default=None, repr=False, compare=False)
     hits_per_query: float = field(default=0.0, compare=False)  # cold items rescored per query in the last search
 
     @classmethod
-    def build(cls, vectors: np.ndarray, warm_mask: np.ndarray, rank: int, sample: int = 20_000, seed: int = 0, owner: Any = None) -> Self | None:
+    def build(cls, vectors: np.ndarray, warm_mask: np.ndarray, rank: int, sample: int = 20_000, seed: int = 0) -> Self | None:
         """Split the items and fit the cold items' subspace.
 
         Args:
@@ -71,7 +70,6 @@ class ScreenedSearch:
             rank: directions of the cold subspace.
             sample: cold items the principal directions are fitted on (fixed seed).
             seed: the sample's seed.
-            owner: whatever owns the memory ``vectors`` views (kept alive with the search).
 
         Returns:
             The search, or None where it cannot pay: ``rank`` not below the dimension, or fewer
@@ -109,7 +107,7 @@ class ScreenedSearch:
         screen = faiss.IndexFlatIP(r + 2)
         screen.add(table)
         del table
-        return cls(n, warm_rows.astype(np.int64), warm, cold_rows.astype(np.int64), vectors, mean.astype(np.float32), basis.astype(np.float32), radius, screen, owner)
+        return cls(n, warm_rows.astype(np.int64), warm, cold_rows.astype(np.int64), vectors, mean.astype(np.float32), basis.astype(np.float32), radius, screen)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k rows and float32 inner products per query, best first (ties: lower row first).

@@ -175,6 +175,8 @@ def test_exact_indexes_are_rebuilt_on_load_not_saved(world: tuple[ProjectConfig,
     config, data = world
     exact = CandidateGenerator(config.retrieval.candidates, IndexConfig(), config).fit(data)
     assert exact.tower_index.kind == "exact" and exact.content_index.kind == "exact"
+    shared = exact.two_tower.item_vectors
+    assert not shared.flags.writeable and shared.ctypes.data == exact.tower_index.stored_vectors().ctypes.data, "the tower reads the index's matrix: one copy"
     path = exact.save(tmp_path / "exact")
     assert not (path / "tower_index").exists() and not (path / "content_index").exists()
     loaded = CandidateGenerator.load(path)
