@@ -4,13 +4,12 @@ The kernel keeps a high-water mark of a process's resident set (``VmHWM`` in
 ``/proc/self/status``). Writing ``5`` to ``/proc/self/clear_refs`` resets it to the current
 resident set, so resetting before a stage and reading after it gives that stage's own peak, and
 the stage that sets the run's peak is a fact rather than a guess. Where the reset is not allowed
-(not Linux, a locked-down kernel), the mark is the run's peak so far and says so.
+(not Linux, a locked-down kernel), the mark is the run's peak so far and says so. The allocator
+is trimmed between stages by :func:`recsys.memory.release_free_memory`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import re
 import resource
 from pathlib import Path
@@ -45,21 +44,3 @@ def peak_rss_mb() -> float:
     if match:
         return int(match.group(1)) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def release_free_memory() -> bool:
-    """Collect garbage and hand the allocator's free pages back to the kernel (glibc ``malloc_trim``).
-
-    A stage's large temporaries are freed when it returns, but glibc keeps much of that memory
-    mapped for reuse, so the next stage would start from the last one's high-water mark instead of
-    what is live (about 4 GB stayed resident between the 10x rung's stages).
-
-    Returns:
-        Whether memory was trimmed (False where glibc is not the allocator).
-    """
-    gc.collect()
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.malloc_trim(0))

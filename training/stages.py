@@ -23,7 +23,8 @@ import mlflow
 from mlflow.entities import Run
 
 from recsys.config import ProjectConfig
-from training.memory import peak_rss_mb, release_free_memory, reset_peak
+from recsys.memory import release_free_memory
+from training.memory import peak_rss_mb, reset_peak
 from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)

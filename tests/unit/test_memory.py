@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.config import ProjectConfig
-from training.memory import peak_rss_mb, release_free_memory, reset_peak
+from recsys.memory import release_free_memory
+from training.memory import peak_rss_mb, reset_peak
 from training.stages import StageRunner
 
 MB = 2**20
