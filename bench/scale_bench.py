@@ -306,7 +306,7 @@ def run_rung(
     part = {
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(max(tree_peak, process_peak), 1),
-        "returncode": proc.returncode, "complete": not stopped,
+        "returncode": proc.returncode, "complete": not stopped and proc.returncode == 0,
     }
     parts.append(part)
     write_json(work / PARTS_JSON, parts)
@@ -316,7 +316,7 @@ def run_rung(
         "wall_seconds": round(sum(float(p["wall_seconds"] or 0) for p in parts), 1),
         "cpu_seconds": round(sum(float(p["cpu_seconds"] or 0) for p in parts), 1),
         "peak_rss_mb": round(max(float(p["peak_rss_mb"] or 0) for p in parts), 1), "peak_rss_process_mb": round(process_peak, 1),
-        "log": str(work / "train.log"), "complete": not stopped, "memory_plot": bool(memory.samples or earlier_memory),
+        "log": str(work / "train.log"), "complete": part["complete"], "memory_plot": bool(memory.samples or earlier_memory),
     }
     if len(parts) > 1:
         record["parts"] = len(parts)
@@ -328,6 +328,8 @@ def run_rung(
     if proc.returncode != 0:
         tail = (work / "train.log").read_text().splitlines()[-15:]
         record["error"] = "\n".join(tail)
+        # What finished before the failure (killed for memory, say) is still measured.
+        record["stages"], record["stage_peak_rss_mb"] = finished_stages(work)
         print(f"[{name}] FAILED (exit {proc.returncode}); see {work / 'train.log'}", flush=True)
         return record
     assert summary is not None
