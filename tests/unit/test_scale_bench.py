@@ -127,6 +127,9 @@ def test_a_failed_rung_is_recorded_not_raised(tmp_path: Path) -> None:
     (tmp_path / "nothing" / "items.csv").write_text("item_id\ni\n")
     record = scale_bench.run_rung("bad", scale_bench.RungSpec(config=str(bad)), tmp_path / "scale", resume=False)
     assert record["returncode"] != 0 and record["error"]
+    # A failed training (bad data here; the kernel's OOM killer at 100x) is not a complete rung,
+    # and what it finished before failing is still listed (nothing, here).
+    assert record["complete"] is False and record["stages"] == {}
 
 
 def test_report_writes_the_table_plot_and_only_its_readme_section(rung: dict, tmp_path: Path) -> None:
