@@ -357,8 +357,9 @@ class UserStateLookup:
         # Each user's rows are one run of the sorted ids. Runs, not a numpy unique: the ids as a
         # numpy string array were 64 x 4 bytes a row, 6 GB of the 100x rung's 24M rows (killed there).
         runs = e.select(pl.col("user_id").rle()).unnest("user_id")
-        last = np.cumsum(runs["len"].to_numpy(), dtype=np.int64)
-        first = last - runs["len"].to_numpy()
+        lengths = runs["len"].to_numpy().astype(np.int64)
+        last = np.cumsum(lengths)
+        first = last - lengths
         self._slices = dict(zip(runs["value"].to_list(), zip(first.tolist(), last.tolist(), strict=True), strict=True))
         self._items = e["item_idx"].to_numpy().astype(np.int64)
         self._days = e["days_ago"].to_numpy().astype(np.float64)

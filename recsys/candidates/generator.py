@@ -349,7 +349,7 @@ def _share_item_vectors(tower: TwoTowerRecommender, index: ItemIndex) -> None:
     only where the two are equal; an approximate index stores other vectors (norm-augmented
     rows), so both stay. A loaded tower keeps its memory-mapped file (shared by server workers).
     """
-    if index.kind != "exact" or len(index) != len(tower.item_vectors):
+    if index.kind != "exact":
         return
     stored = index.stored_vectors()
     if stored.shape == tower.item_vectors.shape and np.array_equal(stored, tower.item_vectors):

@@ -106,7 +106,6 @@ class ScreenedSearch:
             warm.add(np.ascontiguousarray(vectors[warm_rows]))
         screen = faiss.IndexFlatIP(r + 2)
         screen.add(table)
-        del table
         return cls(n, warm_rows.astype(np.int64), warm, cold_rows.astype(np.int64), vectors, mean.astype(np.float32), basis.astype(np.float32), radius, screen)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
