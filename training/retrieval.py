@@ -25,7 +25,7 @@ import numpy as np
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import merge
 from recsys.candidates.merge import tune_weights as tune_source_weights
-from recsys.candidates.sources import index_lists
+from recsys.candidates.sources import index_rows
 from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData
 from recsys.evaluation.metrics import recall_at_k
@@ -253,7 +253,8 @@ def _tune_fusion_weights(
     if "two_tower" in r.candidates.sources:
         exact = r.index.model_copy(update={"exact_max_items": 10**9})
         val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
-        val_lists["two_tower"] = index_lists(val_index, val_users, tower.holdout_user_vectors, r.candidates.per_source)
+        found = index_rows(val_index, tower.holdout_user_vectors, r.candidates.per_source, np.arange(len(val_index), dtype=np.int64))
+        val_lists["two_tower"] = found.to_id_lists(val_users, val_index.item_ids)
     val_rows = inner.user_index.lookup(val_users)
     val_truth = {u: inner.item_index.ids[truth_rows[int(row)]].tolist() for u, row in zip(val_users, val_rows)}
     return tune_source_weights(val_lists, val_truth, r.candidates.size, r.candidates.rrf_k, k_big)

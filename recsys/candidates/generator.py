@@ -18,6 +18,7 @@ import numpy as np
 
 from recsys.candidates import sources as src
 from recsys.candidates.merge import Candidate, SourceLists, merge
+from recsys.candidates.row_lists import RowLists
 from recsys.config import CandidatesConfig, IndexConfig, ProjectConfig
 from recsys.data.interactions import TrainingData
 from recsys.index.faiss_index import EXACT_BATCH_MIN, ItemIndex
@@ -126,7 +127,21 @@ class CandidateGenerator(Recommender):
         return self
 
     def source_lists(self, user_ids: Sequence[str], k: int | None = None) -> dict[str, SourceLists]:
-        """Each configured source's ranked list per user (``k`` items each, default ``per_source``).
+        """Each configured source's ranked list per user, as item ids (:meth:`source_rows`).
+
+        Args:
+            user_ids: external user ids.
+            k: list length per source (default ``per_source``).
+
+        Returns:
+            source -> user id -> ranked item ids.
+        """
+        users = list(user_ids)
+        ids = self.history.item_index.ids
+        return {source: lists.to_id_lists(users, ids) for source, lists in self.source_rows(users, k).items()}
+
+    def source_rows(self, user_ids: Sequence[str], k: int | None = None) -> dict[str, RowLists]:
+        """Each configured source's ranked list per user as item rows of ``history.item_index`` (``k`` each, default ``per_source``).
 
         Under the repeat policy ``exclude_seen`` the history source is off and every other list
         leaves out the user's items (each source is asked for more to make up for them).
@@ -136,49 +151,70 @@ class CandidateGenerator(Recommender):
             k: list length per source (default ``per_source``).
 
         Returns:
-            source -> user id -> ranked item ids.
+            source -> one list per user, in the order of ``user_ids``.
         """
         want = k or self.config.per_source
         users = list(user_ids)
-        seen: dict[str, set[str]] = {}
+        seen: RowLists | None = None
         if self.exclude_seen:
-            seen = {u: set(items) for u, items in src.history_lists(self.history, users, 10**9).items()}
-        k = want + min(max((len(v) for v in seen.values()), default=0), MAX_SEEN_PADDING)
-        out: dict[str, SourceLists] = {}
+            seen = src.history_rows(self.history, users, 10**9)
+        k = want + min(int(seen.lengths.max(initial=0)) if seen is not None else 0, MAX_SEEN_PADDING)
+        n_items = len(self.history.item_index)
+        out: dict[str, RowLists] = {}
         for source in self.config.sources:
             if source == "history" and self.exclude_seen:
                 continue
             start = time.perf_counter()
             if source == "history":
-                out[source] = src.history_lists(self.history, users, k)
+                lists = src.history_rows(self.history, users, k)
             elif source == "als":
-                out[source] = src.model_lists(self.als, users, k)
+                lists = src.model_rows(self.als, users, k, self._row_map(self.als.item_index.ids))
             elif source == "ease":
-                out[source] = src.model_lists(self.ease, users, k)
+                lists = src.model_rows(self.ease, users, k, self._row_map(self.ease.item_index.ids))
             elif source == "copurchase":
-                out[source] = src.copurchase_lists(self.knn, self.history, users, k, self.config.recent_items)
+                lists = src.copurchase_rows(self.knn, self.history, users, k, self.config.recent_items, self._row_map(self.knn.item_index.ids))
             elif source == "two_tower":
                 if len(users) >= EXACT_BATCH_MIN:
                     self._screen_tower_index()
                 rows = self.two_tower.user_index.lookup(users)
-                known = rows >= 0
                 vectors = self.two_tower.user_vectors[np.clip(rows, 0, None)]
-                lists = src.index_lists(self.tower_index, users, vectors, k)
-                out[source] = {u: (lists[u] if ok else []) for u, ok in zip(users, known)}
+                lists = src.index_rows(self.tower_index, vectors, k, self._index_row_map(self.tower_index), keep=rows >= 0)
             elif source == "content" and not hasattr(self, "content"):
-                out[source] = {u: [] for u in users}
+                lists = RowLists.from_arrays([np.zeros(0, dtype=np.int64)] * len(users))
             elif source == "content":
-                out[source] = src.content_lists(self.content, self.content_index, self.history, users, k, self.config.recent_items)
+                row_map = self._index_row_map(self.content_index)
+                lists = src.content_rows(self.content, self.content_index, self.history, users, k, self.config.recent_items, row_map)
             elif source == "same_product":
-                out[source] = src.same_product_lists(self.product_codes, self.product_groups, self.history, users, k)
+                lists = src.same_product_rows(self.product_codes, self.product_groups, self.history, users, k)
             elif source == "popularity":
-                out[source] = src.popularity_lists(self.history, users, k)
-            if self.exclude_seen:
-                out[source] = {u: [i for i in items if i not in seen.get(u, ())][:want] for u, items in out[source].items()}
-            elif k != want:
-                out[source] = {u: items[:want] for u, items in out[source].items()}
+                lists = src.popularity_rows(self.history, len(users), k)
+            else:
+                raise ValueError(f"candidates: unknown source {source!r}")
+            out[source] = lists.without(seen, n_items, want) if seen is not None else lists.head(want) if k != want else lists
             self.timings[source] = time.perf_counter() - start
         return out
+
+    def _row_map(self, item_ids: np.ndarray) -> np.ndarray | None:
+        """The ``history.item_index`` row of each of a part's item rows (None: the part uses the same rows)."""
+        ours = self.history.item_index.ids
+        if item_ids is ours or (len(item_ids) == len(ours) and np.array_equal(item_ids, ours)):
+            return None
+        return self._mapped_rows(item_ids)
+
+    def _index_row_map(self, index: ItemIndex) -> np.ndarray:
+        """The ``history.item_index`` row of each row of a FAISS index (cached per index)."""
+        cache = self.__dict__.setdefault("_index_row_maps", {})
+        hit = cache.get(id(index))
+        if hit is None or hit[0] is not index:
+            row_map = self._row_map(index.item_ids)
+            hit = cache[id(index)] = (index, row_map if row_map is not None else np.arange(len(index), dtype=np.int64))
+        return hit[1]
+
+    def _mapped_rows(self, item_ids: np.ndarray) -> np.ndarray:
+        rows = self.history.item_index.lookup(item_ids.tolist())
+        if (rows < 0).any():
+            raise ValueError(f"candidates: a fitted part lists {int((rows < 0).sum())} items the history model does not know (e.g. {item_ids[int(np.argmin(rows))]!r})")
+        return rows
 
     def _screen_tower_index(self) -> None:
         """Screen the never-bought items of the tower index in batch searches (once; exact, see ``ItemIndex.screen_cold``)."""
@@ -223,7 +259,7 @@ class CandidateGenerator(Recommender):
             if "als" in wanted and hasattr(self, "als"):
                 vector = self.als.fold_in(ids[item_rows].tolist())
                 lists["als"] = src.visitor_factor_list(self.als.item_factors, vector, ids, k)
-        lists["popularity"] = src.popularity_lists(self.history, [""], k)[""]
+        lists["popularity"] = src.popularity_ids(self.history, k)
         return lists
 
     def generate(self, user_ids: Sequence[str], size: int | None = None) -> dict[str, list[Candidate]]:
@@ -252,7 +288,7 @@ class CandidateGenerator(Recommender):
         for user in user_ids:
             cands = merged[user]
             if exclude_seen:
-                seen = set(src.history_lists(self.history, [user], 10**6)[user])
+                seen = set(self.history.item_index.ids[src.history_rows(self.history, [user], 10**6).rows].tolist())
                 cands = [c for c in cands if c.item_id not in seen]
             items.append([c.item_id for c in cands[:k]])
             scores.append([c.score for c in cands[:k]])

@@ -2,7 +2,7 @@
 
 A known customer's candidates depend only on the fitted fold (their history and the fitted
 sources), never on the request, so they are computed once for all customers in large batches
-(the generator's source lists, fused by :func:`~recsys.candidates.merge.merge_arrays`: the same
+(the generator's source lists, fused by :func:`~recsys.candidates.merge.merge_rows`: the same
 lists as :meth:`CandidateGenerator.generate`, the call offline evaluation scores) and stored as
 arrays. Serving a known customer is then a row lookup instead of seven source queries (two ANN
 searches, an exact ALS product over the catalogue, a sparse co-purchase product, the fusion):
@@ -30,7 +30,7 @@ import numpy as np
 
 from recsys.atomic import write_dir
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import Candidate, merge_arrays
+from recsys.candidates.merge import Candidate, merge_rows
 from recsys.index.faiss_index import EXACT_BATCH_MIN
 
 log = logging.getLogger(__name__)
@@ -215,11 +215,11 @@ class _Job:
         item_rows = generator.history.item_index
         for lo, hi in batches:
             batch = self.user_ids[lo:hi].tolist()
-            lists = generator.source_lists(batch)
+            lists = generator.source_rows(batch)
             for source, spent in generator.timings.items():
                 seconds[source] = seconds.get(source, 0.0) + spent
             fusion_start = time.perf_counter()
-            merged = merge_arrays(lists, batch, self.depth, generator.weights, generator.config.rrf_k, item_rows)
+            merged = merge_rows(lists, len(batch), self.depth, generator.weights, generator.config.rrf_k, item_rows)
             seconds["fusion"] = seconds.get("fusion", 0.0) + time.perf_counter() - fusion_start
             if merged.sources != self.sources:
                 raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {self.sources}")

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.candidates.row_lists import RowLists
 from recsys.evaluation.metrics import top_k_indices
 from recsys.index.faiss_index import ItemIndex
 from recsys.models.base import ScoringRecommender
 from recsys.models.history import HistoryRecommender
 from recsys.models.implicit_models import ItemKNNRecommender
 
-SourceLists = dict[str, list[str]]
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def recent_items(history: HistoryRecommender, user_rows: np.ndarray, n: int) -> sp.csr_matrix:
@@ -54,7 +55,7 @@ def recent_items(history: HistoryRecommender, user_rows: np.ndarray, n: int) -> 
     )
 
 
-def history_lists(history: HistoryRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+def history_rows(history: HistoryRecommender, user_ids: Sequence[str], k: int) -> RowLists:
     """The user's purchased items, latest first (no popularity fill).
 
     Args:
@@ -63,36 +64,37 @@ def history_lists(history: HistoryRecommender, user_ids: Sequence[str], k: int) 
         k: list length.
 
     Returns:
-        user id -> up to ``k`` item ids.
+        Up to ``k`` item rows per user.
     """
     rows = history.user_index.lookup(list(user_ids))
-    out: SourceLists = {}
-    for user, r in zip(user_ids, rows):
+    indptr, indices, data = history.history.indptr, history.history.indices, history.history.data
+    lists = []
+    for r in rows:
         if r < 0:
-            out[user] = []
+            lists.append(_NO_ROWS)
             continue
-        start, end = history.history.indptr[r], history.history.indptr[r + 1]
-        cols, vals = history.history.indices[start:end], history.history.data[start:end]
-        order = np.lexsort((cols, -vals))[:k]
-        out[user] = history.item_index.ids[cols[order]].tolist()
-    return out
+        cols, vals = indices[indptr[r] : indptr[r + 1]], data[indptr[r] : indptr[r + 1]]
+        lists.append(cols[np.lexsort((cols, -vals))[:k]])
+    return RowLists.from_arrays(lists)
 
 
-def model_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
+def model_rows(model: ScoringRecommender, user_ids: Sequence[str], k: int, row_map: np.ndarray | None = None) -> RowLists:
     """Top-k of any scoring recommender (ALS, BPR ...), seen items kept.
 
     Args:
         model: a fitted scoring recommender.
         user_ids: users.
         k: list length.
+        row_map: the catalogue row of each of the model's item rows (None: the same rows).
 
     Returns:
-        user id -> ``k`` item ids.
+        ``k`` item rows per user.
     """
-    return model.recommend(list(user_ids), k, exclude_seen=False).as_dict()
+    lists = RowLists.from_arrays(model.top_rows(list(user_ids), k)[0])
+    return lists if row_map is None else lists.mapped(row_map)
 
 
-def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndarray, k: int) -> SourceLists:
+def index_rows(index: ItemIndex, user_vectors: np.ndarray, k: int, row_map: np.ndarray, keep: np.ndarray | None = None) -> RowLists:
     """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors).
 
     A batch of users (training folds, the precomputed table) is searched exactly by matrix
@@ -100,17 +102,20 @@ def index_lists(index: ItemIndex, user_ids: Sequence[str], user_vectors: np.ndar
 
     Args:
         index: the item index.
-        user_ids: users, one per row of ``user_vectors``.
-        user_vectors: (len(user_ids), d) query vectors.
+        user_vectors: (n_users, d) query vectors.
         k: list length.
+        row_map: the catalogue row of each index row.
+        keep: (n_users,) bool; users with False get an empty list.
 
     Returns:
-        user id -> nearest item ids.
+        The nearest item rows per user.
     """
-    return dict(zip(user_ids, index.search_ids(user_vectors, k, batch_exact=True)))
+    return RowLists.from_matrix(index.search_rows(user_vectors, k, batch_exact=True), keep).mapped(row_map)
 
 
-def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int) -> SourceLists:
+def copurchase_rows(
+    knn: ItemKNNRecommender, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int, row_map: np.ndarray | None = None
+) -> RowLists:
     """Co-purchase neighbours of the latest ``recent`` items, weighted by recency.
 
     Items with no neighbour score are not proposed (the list may be shorter than k).
@@ -121,67 +126,82 @@ def copurchase_lists(knn: ItemKNNRecommender, history: HistoryRecommender, user_
         user_ids: users; unknown ones get an empty list.
         k: list length.
         recent: how many latest items to take the neighbours of.
+        row_map: the catalogue row of each of the kNN model's item rows (None: the same rows).
 
     Returns:
-        user id -> up to ``k`` item ids.
+        Up to ``k`` item rows per user.
     """
     rows = history.user_index.lookup(list(user_ids))
-    out: SourceLists = {}
+    lists = []
     for start in range(0, len(rows), 512):
-        part = rows[start : start + 512]
         # The product stays sparse (a few hundred neighbours per user, not the catalogue): rank
         # each row's stored scores, best first, ties to the lower item row.
-        scores = (recent_items(history, part, recent) @ knn.similarity).tocsr()
-        for j, user in enumerate(user_ids[start : start + 512]):
+        scores = (recent_items(history, rows[start : start + 512], recent) @ knn.similarity).tocsr()
+        for j in range(scores.shape[0]):
             lo, hi = scores.indptr[j], scores.indptr[j + 1]
             cols, vals = scores.indices[lo:hi], scores.data[lo:hi].astype(np.float32)
             keep = vals > 0
             cols, vals = cols[keep], vals[keep]
-            order = np.lexsort((cols, -vals))[:k]
-            out[user] = knn.item_index.ids[cols[order]].tolist()
-    return out
+            lists.append(cols[np.lexsort((cols, -vals))[:k]])
+    out = RowLists.from_arrays(lists)
+    return out if row_map is None else out.mapped(row_map)
 
 
-def content_lists(
-    content: np.ndarray, index: ItemIndex, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int
-) -> SourceLists:
+def content_rows(
+    content: np.ndarray, index: ItemIndex, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int, row_map: np.ndarray
+) -> RowLists:
     """Items closest in content to the recency-weighted centroid of the user's latest items.
 
     Args:
         content: (n_items, d) content vectors aligned with the history model's item rows.
         index: FAISS index over the content vectors of the items that may be proposed.
         history: the history model (recent items).
-        user_ids: users.
+        user_ids: users; one without history gets an empty list.
         k: list length.
         recent: how many latest items form the centroid.
+        row_map: the catalogue row of each index row.
+
+    Returns:
+        Up to ``k`` item rows per user.
     """
     rows = history.user_index.lookup(list(user_ids))
     weights = recent_items(history, rows, recent)
     centroid = np.asarray(weights @ content, dtype=np.float32)
     norms = np.linalg.norm(centroid, axis=1, keepdims=True)
     centroid = centroid / np.maximum(norms, 1e-12)
-    lists = index.search_ids(centroid, k, batch_exact=True)
-    return {u: (items if n > 0 else []) for u, items, n in zip(user_ids, lists, norms[:, 0])}
+    return index_rows(index, centroid, k, row_map, keep=norms[:, 0] > 0)
 
 
-def popularity_lists(model: ScoringRecommender, user_ids: Sequence[str], k: int) -> SourceLists:
-    """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model).
+def popularity_rows(model: ScoringRecommender, n_users: int, k: int) -> RowLists:
+    """The recent-popularity ranking (``fallback_scores`` of any fitted scoring model), the same for every user.
 
     Args:
         model: a fitted scoring recommender.
-        user_ids: users (all get the same list).
+        n_users: how many users.
         k: list length.
 
     Returns:
-        user id -> the ``k`` most popular item ids.
+        The ``k`` most popular item rows, once per user.
     """
-    # The same list for everybody: computed once per model and k (serving asks for it per request).
-    cache = model.__dict__.setdefault("_popularity_lists", {})
+    # Computed once per model and k (serving asks for it per request).
+    cache = model.__dict__.setdefault("_popularity_rows", {})
     key = (id(model.fallback_scores), k)
     if key not in cache or cache[key][0] is not model.fallback_scores:
-        cache[key] = (model.fallback_scores, model.item_index.ids[top_k_indices(model.fallback_scores, k)].tolist())
-    top = cache[key][1]
-    return {u: list(top) for u in user_ids}
+        cache[key] = (model.fallback_scores, top_k_indices(model.fallback_scores, k).astype(np.int64))
+    return RowLists.repeated(cache[key][1], n_users)
+
+
+def popularity_ids(model: ScoringRecommender, k: int) -> list[str]:
+    """The ``k`` most popular item ids of :func:`popularity_rows`.
+
+    Args:
+        model: a fitted scoring recommender.
+        k: list length.
+
+    Returns:
+        The item ids, most popular first.
+    """
+    return model.item_index.ids[popularity_rows(model, 1, k).rows].tolist()
 
 
 def product_groups(codes: Sequence[object], popularity: np.ndarray) -> tuple[np.ndarray, dict[object, np.ndarray]]:
@@ -203,9 +223,7 @@ def product_groups(codes: Sequence[object], popularity: np.ndarray) -> tuple[np.
     return np.asarray(keys, dtype=object), ordered
 
 
-def same_product_lists(
-    codes: np.ndarray, groups: dict[object, np.ndarray], history: HistoryRecommender, user_ids: Sequence[str], k: int
-) -> SourceLists:
+def same_product_rows(codes: np.ndarray, groups: dict[object, np.ndarray], history: HistoryRecommender, user_ids: Sequence[str], k: int) -> RowLists:
     """Other variants of the products in the user's history: latest product first, popular variants first.
 
     Args:
@@ -216,11 +234,11 @@ def same_product_lists(
         k: list length.
 
     Returns:
-        user id -> up to ``k`` item ids the user has not bought.
+        Up to ``k`` item rows per user, none the user has bought.
     """
     rows = history.user_index.lookup(list(user_ids))
-    out: SourceLists = {}
-    for user, r in zip(user_ids, rows):
+    lists = []
+    for r in rows:
         items: list[int] = []
         if r >= 0:
             start, end = history.history.indptr[r], history.history.indptr[r + 1]
@@ -235,8 +253,8 @@ def same_product_lists(
                 items.extend(int(x) for x in groups[key] if int(x) not in bought)
                 if len(items) >= k:
                     break
-        out[user] = history.item_index.ids[np.asarray(items[:k], dtype=np.int64)].tolist()
-    return out
+        lists.append(np.asarray(items[:k], dtype=np.int64))
+    return RowLists.from_arrays(lists)
 
 
 # -- a visitor known only by the items of this visit (no fitted user row) ---------------------

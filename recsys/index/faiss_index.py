@@ -258,8 +258,18 @@ class ItemIndex:
         Returns:
             One list of at most k ids per query, best first.
         """
+        return [self.item_ids[r[r >= 0]].tolist() for r in self.search_rows(queries, k, batch_exact)]
+
+    def search_rows(self, queries: np.ndarray, k: int, batch_exact: bool = False) -> np.ndarray:
+        """:meth:`search_ids` as index rows: (n, min(k, len(self))) int64, -1 where fewer were found.
+
+        Args:
+            queries: (n, d) query vectors.
+            k: results per query.
+            batch_exact: as in :meth:`search_ids`.
+        """
         rows, _ = self.search_exact(queries, k) if batch_exact and len(queries) >= EXACT_BATCH_MIN else self.search(queries, k)
-        return [self.item_ids[r[r >= 0]].tolist() for r in rows]
+        return np.asarray(rows, dtype=np.int64)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``index.faiss`` + ``items.npz`` + ``index.json`` atomically (temp dir, then rename)."""

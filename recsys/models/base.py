@@ -126,6 +126,10 @@ def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np
     return write_dir(directory, populate)
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0, dtype=np.float64)
+
+
 class ScoringRecommender(Recommender):
     """A recommender that scores every item for a user; top-k, seen-filtering and fallback are shared.
 
@@ -160,9 +164,25 @@ class ScoringRecommender(Recommender):
         """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
+        rows, scores = self.top_rows(user_ids, k, exclude_seen, batch_size)
+        ids = self.item_index.ids
+        return Recommendations(list(user_ids), [ids[r].tolist() for r in rows], [s.tolist() for s in scores])
+
+    def top_rows(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """:meth:`recommend`'s lists as item rows (of ``item_index``) and float64 scores, one array each per user.
+
+        Args:
+            user_ids: external user ids (unknown users get the popularity fallback).
+            k: list length (positive).
+            exclude_seen: drop items the user interacted with in training.
+            batch_size: users scored per :meth:`score_users` call.
+
+        Returns:
+            (rows per user, scores per user), best first.
+        """
         rows = self.user_index.lookup(list(user_ids))
-        out_items: list[list[str]] = [[] for _ in user_ids]
-        out_scores: list[list[float]] = [[] for _ in user_ids]
+        out_rows: list[np.ndarray] = [_NO_ROWS] * len(rows)
+        out_scores: list[np.ndarray] = [_NO_SCORES] * len(rows)
         known = np.flatnonzero(rows >= 0)
         for start in range(0, len(known), batch_size):
             pos = known[start : start + batch_size]
@@ -173,15 +193,14 @@ class ScoringRecommender(Recommender):
             top = top_k_indices(scores, k)
             for j, p in enumerate(pos):
                 keep = top[j][np.isfinite(scores[j, top[j]])]
-                out_items[p] = self.item_index.ids[keep].tolist()
-                out_scores[p] = scores[j, keep].tolist()
+                out_rows[p], out_scores[p] = keep.astype(np.int64, copy=False), scores[j, keep]
         unknown = np.flatnonzero(rows < 0)
         if len(unknown):
-            top = top_k_indices(self.fallback_scores, k)
+            top = top_k_indices(self.fallback_scores, k).astype(np.int64, copy=False)
+            top_scores = np.asarray(self.fallback_scores[top], dtype=np.float64)
             for p in unknown:
-                out_items[p] = self.item_index.ids[top].tolist()
-                out_scores[p] = self.fallback_scores[top].tolist()
-        return Recommendations(list(user_ids), out_items, out_scores)
+                out_rows[p], out_scores[p] = top, top_scores
+        return out_rows, out_scores
 
     # Shared state of every ScoringRecommender, so subclasses only store what is their own.
     seen: sp.csr_matrix

@@ -190,8 +190,8 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
     SCREEN_MAX_USERS = 8
     SCREEN_BLOCK_FLOATS = 2**25  # the float32 (users x items) block of one batch screening: 128 MB
 
-    def recommend(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> Recommendations:
-        """Top-k items per user: the lists of the float64 product of :meth:`score_users` (scores to float64 rounding).
+    def top_rows(self, user_ids: Sequence[str], k: int, exclude_seen: bool = False, batch_size: int = 256) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Top-k item rows per user: the lists of the float64 product of :meth:`score_users` (scores to float64 rounding).
 
         Known users (``exclude_seen`` off) are screened in float32 and only their possible top-k
         items rescored in float64 (:meth:`top_items`, :meth:`top_items_batch`): the product is
@@ -203,27 +203,30 @@ class FactorRecommender(ScoringRecommender, Generic[ConfigT]):
             k: list length.
             exclude_seen: drop items the user interacted with in training.
             batch_size: most users per screening product on the batch path.
+
+        Returns:
+            (item rows per user, float64 scores per user), best first.
         """
         if exclude_seen or k <= 0 or self.item_factors.dtype != np.float32:
-            return super().recommend(user_ids, k, exclude_seen, batch_size)
+            return super().top_rows(user_ids, k, exclude_seen, batch_size)
         ids = list(user_ids)
         rows = self.user_index.lookup(ids)
-        items: list[list[str]] = [[] for _ in ids]
-        scores: list[list[float]] = [[] for _ in ids]
+        out_rows, out_scores = super().top_rows([ids[p] for p in np.flatnonzero(rows < 0)], k) if (rows < 0).any() else ([], [])
+        fallback = iter(zip(out_rows, out_scores))
+        items: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
         known = np.flatnonzero(rows >= 0)
         if len(known) <= self.SCREEN_MAX_USERS:
             found = [self.top_items(int(rows[p]), k) for p in known]
         else:
             step = max(1, min(batch_size, self.SCREEN_BLOCK_FLOATS // max(len(self.item_factors), 1)))
             found = [hit for lo in range(0, len(known), step) for hit in self.top_items_batch(rows[known[lo : lo + step]], k)]
-        for p, (top, top_scores) in zip(known, found):
-            items[p], scores[p] = self.item_index.ids[top].tolist(), top_scores.tolist()
-        unknown = np.flatnonzero(rows < 0)
-        if len(unknown):
-            fallback = super().recommend([ids[p] for p in unknown], k)
-            for p, got, got_scores in zip(unknown, fallback.item_ids, fallback.scores):
-                items[p], scores[p] = got, got_scores
-        return Recommendations(ids, items, scores)
+        hits = iter(found)
+        for r in rows:
+            top, top_scores = next(hits) if r >= 0 else next(fallback)
+            items.append(np.asarray(top, dtype=np.int64))
+            scores.append(top_scores)
+        return items, scores
 
     def top_items(self, user_row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One known user's top-k item rows and float64 scores: the items and order of :meth:`score_users`.

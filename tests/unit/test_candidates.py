@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import merge, merge_user, tune_weights
-from recsys.candidates.sources import history_lists, recent_items
+from recsys.candidates.sources import history_rows, recent_items
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.index.faiss_index import ItemIndex
+from recsys.models.history import HistoryRecommender
 from recsys.registry import build_model
 from tests.conftest import make_shop, shop_config, write_standin_vectors
 
@@ -91,6 +94,22 @@ def test_every_source_proposes_catalogue_items(generator: CandidateGenerator, wo
         assert any(per_user.values()), f"{source} proposed nothing"
 
 
+def test_index_sources_list_the_index_hits_as_catalogue_items(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
+    """The content index covers only the bought items, so its rows are not catalogue rows: the lists must be mapped, not reused."""
+    _, data = world
+    users = data.user_index.ids[:10].tolist()
+    generator = copy.copy(generator)
+    subset = np.arange(data.n_items)[::-1][: data.n_items - 5]  # other rows than the catalogue's, and not every item
+    generator.content_index = ItemIndex.build(data.item_index.ids[subset], generator.content[subset], generator.index_config)
+    lists = generator.source_lists(users)
+    rows = generator.history.user_index.lookup(users)
+    centroid = np.asarray(recent_items(generator.history, rows, generator.config.recent_items) @ generator.content, dtype=np.float32)
+    centroid /= np.maximum(np.linalg.norm(centroid, axis=1, keepdims=True), 1e-12)
+    assert [lists["content"][u] for u in users] == generator.content_index.search_ids(centroid, generator.config.per_source)
+    towers = generator.two_tower.user_vectors[generator.two_tower.user_index.lookup(users)]
+    assert [lists["two_tower"][u] for u in users] == generator.tower_index.search_ids(towers, generator.config.per_source)
+
+
 def test_history_source_is_latest_first(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:
     _, data = world
     user = data.user_index.ids[0]
@@ -120,9 +139,14 @@ def test_same_product_proposes_unbought_variants_by_popularity(generator: Candid
 
 
 def src_same_product(generator: CandidateGenerator, user: str) -> list[str]:
-    from recsys.candidates.sources import same_product_lists
+    from recsys.candidates.sources import same_product_rows
 
-    return same_product_lists(generator.product_codes, generator.product_groups, generator.history, [user], 100)[user]
+    found = same_product_rows(generator.product_codes, generator.product_groups, generator.history, [user], 100)
+    return found.to_id_lists([user], generator.history.item_index.ids)[user]
+
+
+def history_lists(history: HistoryRecommender, users: list[str], k: int) -> dict[str, list[str]]:
+    return history_rows(history, users, k).to_id_lists(users, history.item_index.ids)
 
 
 def test_merged_candidates_cover_history_and_keep_ranks(generator: CandidateGenerator, world: tuple[ProjectConfig, TrainingData]) -> None:

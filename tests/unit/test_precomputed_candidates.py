@@ -16,7 +16,8 @@ import pytest
 
 from recsys.candidates import sources as src
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import merge_arrays, merge_user
+from recsys.candidates.merge import merge_arrays, merge_rows, merge_user
+from recsys.candidates.row_lists import RowLists
 from recsys.candidates.precomputed import PrecomputedCandidates
 from recsys.candidates.query_candidates import QueryCandidates
 from recsys.config import IndexConfig, ProjectConfig
@@ -80,15 +81,15 @@ def test_forked_workers_build_the_same_table(generator: CandidateGenerator) -> N
 
 def test_a_failing_worker_fails_the_build(generator: CandidateGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = generator.source_lists
+    real = generator.source_rows
 
-    def fails_after_the_first_batch(users: list[str], k: int | None = None) -> dict[str, dict[str, list[str]]]:
+    def fails_after_the_first_batch(users: list[str], k: int | None = None) -> dict[str, RowLists]:
         calls["n"] += 1  # the parent's first batch succeeds; the forked workers' copies count on
         if calls["n"] > 1:
             raise ValueError("broken source")
         return real(users, k)
 
-    monkeypatch.setattr(generator, "source_lists", fails_after_the_first_batch)
+    monkeypatch.setattr(generator, "source_rows", fails_after_the_first_batch)
     with pytest.raises(RuntimeError, match="broken source"):
         PrecomputedCandidates.build(generator, DEPTH, batch_size=20, workers=2)
 
@@ -140,10 +141,10 @@ def test_batch_copurchase_lists_are_the_true_top_k(generator: CandidateGenerator
     users = generator.history.user_index.ids.tolist()
     rows = generator.history.user_index.lookup(users)
     dense = np.asarray((src.recent_items(generator.history, rows, 3) @ generator.knn.similarity).todense(), dtype=np.float32)
-    lists = src.copurchase_lists(generator.knn, generator.history, users, 10, 3)
-    for j, user in enumerate(users):
+    lists = src.copurchase_rows(generator.knn, generator.history, users, 10, 3)
+    for j in range(len(users)):
         order = np.lexsort((np.arange(dense.shape[1]), -dense[j]))[:10]
-        assert lists[user] == generator.knn.item_index.ids[order[dense[j, order] > 0]].tolist()
+        np.testing.assert_array_equal(lists.of(j), order[dense[j, order] > 0])
 
 
 def test_vectorised_merge_is_merge_user_exactly() -> None:
@@ -167,3 +168,8 @@ def test_vectorised_merge_is_merge_user_exactly() -> None:
         assert [{s: int(r) for s, r in zip(merged.sources, row) if r} for row in merged.ranks[i][kept]] == [c.ranks for c in expected]
     with pytest.raises(KeyError, match="not in the item index"):
         merge_arrays({"a": {"u0": ["nope"]}}, ["u0"], 5, {}, 10.0, index)
+    one_list = RowLists.from_arrays([np.array([0, 1])])
+    with pytest.raises(ValueError, match="1 lists for 2 users"):
+        merge_rows({"a": one_list}, 2, 5, {}, 10.0, index)
+    with pytest.raises(ValueError, match="outside 0..59"):
+        merge_rows({"a": RowLists.from_arrays([np.array([60])])}, 1, 5, {}, 10.0, index)
