@@ -126,6 +126,7 @@ def write_atomic_dir(directory: Path, meta: dict[str, Any], arrays: dict[str, np
     return write_dir(directory, populate)
 
 
+SCORE_BLOCK_FLOATS = 2**25  # most (users x items) scores one block of :meth:`ScoringRecommender.top_rows` holds
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0, dtype=np.float64)
 
@@ -175,7 +176,7 @@ class ScoringRecommender(Recommender):
             user_ids: external user ids (unknown users get the popularity fallback).
             k: list length (positive).
             exclude_seen: drop items the user interacted with in training.
-            batch_size: users scored per :meth:`score_users` call.
+            batch_size: most users scored per :meth:`score_users` call (fewer over a big catalogue).
 
         Returns:
             (rows per user, scores per user), best first.
@@ -184,8 +185,12 @@ class ScoringRecommender(Recommender):
         out_rows: list[np.ndarray] = [_NO_ROWS] * len(rows)
         out_scores: list[np.ndarray] = [_NO_SCORES] * len(rows)
         known = np.flatnonzero(rows >= 0)
-        for start in range(0, len(known), batch_size):
-            pos = known[start : start + batch_size]
+        # Users per block capped so a block's (users x items) scores stay ~256 MB in float64: 256
+        # users over the 100x rung's 619k items were 1.3 GB a copy, and the scores, their float64
+        # copy and the partition's indices made a 2-4 GB saw-tooth in evaluation.
+        step = max(1, min(batch_size, SCORE_BLOCK_FLOATS // max(len(self.item_index), 1)))
+        for start in range(0, len(known), step):
+            pos = known[start : start + step]
             scores = np.array(self.score_users(rows[pos]), dtype=np.float64)
             if exclude_seen:
                 for j, items in enumerate(self.seen_rows(rows[pos])):

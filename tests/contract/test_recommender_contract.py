@@ -109,3 +109,21 @@ def test_save_load_round_trip_without_pickle(fitted: tuple[str, Recommender, Tra
     assert after.item_ids == before.item_ids
     np.testing.assert_allclose(np.concatenate(after.scores), np.concatenate(before.scores), rtol=1e-5, atol=1e-6)
     assert not list(tmp_path.glob(".model*")), "no temp dirs left behind"
+
+
+def test_scoring_blocks_shrink_over_a_big_catalogue_without_changing_lists(world: tuple[ProjectConfig, TrainingData], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block of users x items is capped by SCORE_BLOCK_FLOATS (memory at 600k items), and the lists do not depend on it."""
+    import recsys.models.base as base
+
+    config, data = world
+    model = build_model("history", config).fit(data)
+    assert isinstance(model, base.ScoringRecommender)
+    users = data.user_index.ids[:10].tolist()
+    before = model.recommend(users, K, exclude_seen=True)
+    sizes: list[int] = []
+    score_users = model.score_users
+    monkeypatch.setattr(model, "score_users", lambda rows: sizes.append(len(rows)) or score_users(rows))
+    monkeypatch.setattr(base, "SCORE_BLOCK_FLOATS", 3 * data.n_items)
+    after = model.recommend(users, K, exclude_seen=True)
+    assert sizes == [3, 3, 3, 1], "three users a block"
+    assert after.item_ids == before.item_ids and after.scores == before.scores
