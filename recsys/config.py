@@ -259,6 +259,11 @@ class EvaluationConfig(StrictModel):
         "so the cost is users x items; 10,000 users keep bootstrap intervals of MAP@12 near +-0.003); None: all of them",
     )
     seed: int = 0
+    workers: int = Field(
+        default=2, ge=1,
+        description="processes scoring the test users' lists (forked, sharing the fitted models; the users go in blocks of a "
+        "fixed size, so the lists are the same for any number). One per core: each scores on one thread",
+    )
 
 
 class PopularityConfig(StrictModel):

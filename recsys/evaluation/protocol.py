@@ -19,6 +19,7 @@ from recsys.data.sampling import sample_users
 from recsys.data.split import TimeSplit
 from recsys.evaluation.bootstrap import PairedDifference, paired_bootstrap
 from recsys.evaluation.metrics import PER_USER_METRICS, catalogue_coverage, novelty
+from recsys.forked import forked_map
 from recsys.models.base import Recommender
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,27 @@ def score_lists(
     return ModelEvaluation(name, per_user, summary)
 
 
+EVALUATION_BLOCK = 1024  # test users per block: a fixed size, so a list never depends on how many workers there are
+
+
+def recommend_in_blocks(model: Recommender, users: list[str], k: int, exclude_seen: bool, workers: int) -> dict[str, list[str]]:
+    """Every user's top ``k`` from a fitted model, fixed-size blocks of users shared among forked workers.
+
+    Args:
+        model: the fitted recommender (inherited by the workers, not pickled).
+        users: the users, each once.
+        k: list length.
+        exclude_seen: the repeat policy.
+        workers: processes (1: this one).
+
+    Returns:
+        user id -> ranked item ids.
+    """
+    blocks = [users[lo : lo + EVALUATION_BLOCK] for lo in range(0, len(users), EVALUATION_BLOCK)]
+    parts = forked_map(lambda block: model.recommend(block, k, exclude_seen=exclude_seen).as_dict(), blocks, workers)
+    return {user: items for part in parts for user, items in part.items()}
+
+
 def evaluate_model(model: Recommender, setup: EvaluationSetup, config: EvaluationConfig, fit: bool = True) -> ModelEvaluation:
     """Fit (optionally) and score one model on the protocol, under its repeat policy (``setup.exclude_seen``).
 
@@ -138,8 +160,8 @@ def evaluate_model(model: Recommender, setup: EvaluationSetup, config: Evaluatio
     if fit:
         model.fit(setup.train)
     k = max(config.k, *config.recall_ks)
-    recs = model.recommend(setup.users, k, exclude_seen=setup.exclude_seen)
-    result = score_lists(model.name, recs.as_dict(), setup, config)
+    lists = recommend_in_blocks(model, setup.users, k, setup.exclude_seen, config.workers)
+    result = score_lists(model.name, lists, setup, config)
     result.seconds = time.perf_counter() - start
     return result
 
