@@ -109,37 +109,6 @@ class MergedArrays:
     sources: list[str]
 
 
-def merge_arrays(
-    per_source: Mapping[str, SourceLists], users: Sequence[str], size: int, weights: Mapping[str, float], rrf_k: float, item_index: IdIndex
-) -> MergedArrays:
-    """:func:`merge_rows` of lists given as item ids (each id looked up in ``item_index``).
-
-    Args:
-        per_source: source name -> user id -> ranked item ids.
-        users: the users to merge for.
-        size: candidates kept per user.
-        weights: per-source weight (missing = 1).
-        rrf_k: fusion constant.
-        item_index: every item the lists may name (its rows are the rows of the result).
-
-    Returns:
-        The merged arrays.
-
-    Raises:
-        KeyError: a list names an item that is not in ``item_index``.
-    """
-    packed: dict[str, RowLists] = {}
-    for source, lists in per_source.items():
-        flat = [item for u in users for item in lists.get(u, ())]
-        items = item_index.lookup(flat)
-        if (items < 0).any():
-            raise KeyError(f"merge_arrays: source {source!r} names item {flat[int(np.argmin(items))]!r}, which is not in the item index")
-        offsets = np.zeros(len(users) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter((len(lists.get(u, ())) for u in users), dtype=np.int64, count=len(users)), out=offsets[1:])
-        packed[source] = RowLists(items, offsets)
-    return merge_rows(packed, len(users), size, weights, rrf_k, item_index)
-
-
 def merge_rows(per_source: Mapping[str, RowLists], n_users: int, size: int, weights: Mapping[str, float], rrf_k: float, item_index: IdIndex) -> MergedArrays:
     """:func:`merge` for a batch of users, vectorised: the same lists, scores and ranks as :func:`merge_user`.
 

@@ -16,7 +16,7 @@ import pytest
 
 from recsys.candidates import sources as src
 from recsys.candidates.generator import CandidateGenerator
-from recsys.candidates.merge import merge_arrays, merge_rows, merge_user
+from recsys.candidates.merge import merge_rows, merge_user
 from recsys.candidates.row_lists import RowLists
 from recsys.candidates.precomputed import PrecomputedCandidates
 from recsys.candidates.query_candidates import QueryCandidates
@@ -158,7 +158,8 @@ def test_vectorised_merge_is_merge_user_exactly() -> None:
         for source in ("a", "b", "c")
     }
     weights = {"a": 1.0, "b": 0.0, "c": 2.5}
-    merged = merge_arrays(per_source, users, 12, weights, 10.0, index)
+    packed = {s: RowLists.from_arrays([index.lookup(lists.get(u, [])) for u in users]) for s, lists in per_source.items()}
+    merged = merge_rows(packed, len(users), 12, weights, 10.0, index)
     assert merged.sources == ["a", "b", "c"]
     for i, user in enumerate(users):
         expected = merge_user({s: lists.get(user, []) for s, lists in per_source.items()}, 12, weights, 10.0)
@@ -166,8 +167,6 @@ def test_vectorised_merge_is_merge_user_exactly() -> None:
         assert ids[merged.rows[i][kept]].tolist() == [c.item_id for c in expected]
         assert merged.scores[i][kept].tolist() == [c.score for c in expected], "the same float sums, bit for bit"
         assert [{s: int(r) for s, r in zip(merged.sources, row) if r} for row in merged.ranks[i][kept]] == [c.ranks for c in expected]
-    with pytest.raises(KeyError, match="not in the item index"):
-        merge_arrays({"a": {"u0": ["nope"]}}, ["u0"], 5, {}, 10.0, index)
     one_list = RowLists.from_arrays([np.array([0, 1])])
     with pytest.raises(ValueError, match="1 lists for 2 users"):
         merge_rows({"a": one_list}, 2, 5, {}, 10.0, index)
