@@ -12,6 +12,7 @@ import multiprocessing as mp
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,13 +47,11 @@ def forked_map(fn: Callable[[T], R], blocks: Sequence[T], workers: int) -> list[
         raise RuntimeError("forked_map: calls cannot be nested")
     _TASK = (fn, blocks)
     try:
-        with ProcessPoolExecutor(min(workers, len(blocks)), mp_context=mp.get_context("fork"), initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(min(workers, len(blocks)), mp_context=mp.get_context("fork"), initializer=one_thread_per_library) as pool:
             # A dead worker breaks the pool and every pending result raises, instead of waiting forever.
             return list(pool.map(_run_block, range(len(blocks))))
-    except Exception as error:
-        if type(error).__name__ == "BrokenProcessPool":
-            raise RuntimeError(f"forked_map: a worker died ({error}); was it killed for memory?") from error
-        raise
+    except BrokenProcessPool as error:
+        raise RuntimeError(f"forked_map: a worker died ({error}); was it killed for memory?") from error
     finally:
         _TASK = None
 
@@ -63,8 +62,8 @@ def _run_block(i: int) -> Any:
     return fn(blocks[i])
 
 
-def _one_thread() -> None:
-    """One thread per library in a worker: the workers are the parallelism (and libgomp must not reuse the parent's team)."""
+def one_thread_per_library() -> None:
+    """One thread per library in a forked worker: the workers are the parallelism (and libgomp must not reuse the parent's team)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)

@@ -253,7 +253,7 @@ def _tune_fusion_weights(
     if "two_tower" in r.candidates.sources:
         exact = r.index.model_copy(update={"exact_max_items": 10**9})
         val_index = ItemIndex.build(inner.item_index.ids, tower.holdout_item_vectors, exact)
-        found = index_rows(val_index, tower.holdout_user_vectors, r.candidates.per_source, np.arange(len(val_index), dtype=np.int64))
+        found = index_rows(val_index, tower.holdout_user_vectors, r.candidates.per_source)
         val_lists["two_tower"] = found.to_id_lists(val_users, val_index.item_ids)
     val_rows = inner.user_index.lookup(val_users)
     val_truth = {u: inner.item_index.ids[truth_rows[int(row)]].tolist() for u, row in zip(val_users, val_rows)}

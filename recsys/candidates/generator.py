@@ -178,11 +178,11 @@ class CandidateGenerator(Recommender):
                     self._screen_tower_index()
                 rows = self.two_tower.user_index.lookup(users)
                 vectors = self.two_tower.user_vectors[np.clip(rows, 0, None)]
-                lists = src.index_rows(self.tower_index, vectors, k, self._index_row_map(self.tower_index), keep=rows >= 0)
+                lists = src.index_rows(self.tower_index, vectors, k, self._row_map(self.tower_index.item_ids), keep=rows >= 0)
             elif source == "content" and not hasattr(self, "content"):
                 lists = RowLists.from_arrays([np.zeros(0, dtype=np.int64)] * len(users))
             elif source == "content":
-                row_map = self._index_row_map(self.content_index)
+                row_map = self._row_map(self.content_index.item_ids)
                 lists = src.content_rows(self.content, self.content_index, self.history, users, k, self.config.recent_items, row_map)
             elif source == "same_product":
                 lists = src.same_product_rows(self.product_codes, self.product_groups, self.history, users, k)
@@ -195,26 +195,25 @@ class CandidateGenerator(Recommender):
         return out
 
     def _row_map(self, item_ids: np.ndarray) -> np.ndarray | None:
-        """The ``history.item_index`` row of each of a part's item rows (None: the part uses the same rows)."""
-        ours = self.history.item_index.ids
-        if item_ids is ours or (len(item_ids) == len(ours) and np.array_equal(item_ids, ours)):
-            return None
-        return self._mapped_rows(item_ids)
+        """The ``history.item_index`` row of each of a part's item rows (None: the part uses the same rows).
 
-    def _index_row_map(self, index: ItemIndex) -> np.ndarray:
-        """The ``history.item_index`` row of each row of a FAISS index (cached per index)."""
-        cache = self.__dict__.setdefault("_index_row_maps", {})
-        hit = cache.get(id(index))
-        if hit is None or hit[0] is not index:
-            row_map = self._row_map(index.item_ids)
-            hit = cache[id(index)] = (index, row_map if row_map is not None else np.arange(len(index), dtype=np.int64))
+        Cached per ids array: a loaded part holds its own copy of the same ids, and comparing them
+        on every request would cost a pass over the catalogue's strings per source.
+
+        Raises:
+            ValueError: the part lists items the history model does not know.
+        """
+        cache = self.__dict__.setdefault("_row_maps", {})
+        hit = cache.get(id(item_ids))
+        if hit is None or hit[0] is not item_ids:
+            ours = self.history.item_index.ids
+            row_map = None
+            if not (item_ids is ours or (len(item_ids) == len(ours) and np.array_equal(item_ids, ours))):
+                row_map = self.history.item_index.lookup(item_ids.tolist())
+                if (row_map < 0).any():
+                    raise ValueError(f"candidates: a fitted part lists {int((row_map < 0).sum())} items the history model does not know (e.g. {item_ids[int(np.argmin(row_map))]!r})")
+            hit = cache[id(item_ids)] = (item_ids, row_map)
         return hit[1]
-
-    def _mapped_rows(self, item_ids: np.ndarray) -> np.ndarray:
-        rows = self.history.item_index.lookup(item_ids.tolist())
-        if (rows < 0).any():
-            raise ValueError(f"candidates: a fitted part lists {int((rows < 0).sum())} items the history model does not know (e.g. {item_ids[int(np.argmin(rows))]!r})")
-        return rows
 
     def _screen_tower_index(self) -> None:
         """Screen the never-bought items of the tower index in batch searches (once; exact, see ``ItemIndex.screen_cold``)."""

@@ -31,6 +31,7 @@ import numpy as np
 from recsys.atomic import write_dir
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate, merge_rows
+from recsys.forked import one_thread_per_library
 from recsys.index.faiss_index import EXACT_BATCH_MIN
 
 log = logging.getLogger(__name__)
@@ -270,12 +271,8 @@ def _fork_workers(job: _Job, batches: list[tuple[int, int]], workers: int) -> li
 def _worker(job: _Job, batches: list[tuple[int, int]], worker: int, results: Any) -> None:
     """One forked worker: one thread each for BLAS and OpenMP (the workers are the parallelism)."""
     try:
-        import faiss
-        from threadpoolctl import threadpool_limits
-
-        faiss.omp_set_num_threads(1)
-        with threadpool_limits(1):
-            seconds = job.run(batches, worker)
+        one_thread_per_library()
+        seconds = job.run(batches, worker)
         results.put({"worker": worker, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()})
     except BaseException:
         results.put({"worker": worker, "error": traceback.format_exc()})

@@ -94,7 +94,7 @@ def model_rows(model: ScoringRecommender, user_ids: Sequence[str], k: int, row_m
     return lists if row_map is None else lists.mapped(row_map)
 
 
-def index_rows(index: ItemIndex, user_vectors: np.ndarray, k: int, row_map: np.ndarray, keep: np.ndarray | None = None) -> RowLists:
+def index_rows(index: ItemIndex, user_vectors: np.ndarray, k: int, row_map: np.ndarray | None = None, keep: np.ndarray | None = None) -> RowLists:
     """Nearest items to given user vectors in a FAISS index (e.g. two-tower user vectors).
 
     A batch of users (training folds, the precomputed table) is searched exactly by matrix
@@ -104,13 +104,14 @@ def index_rows(index: ItemIndex, user_vectors: np.ndarray, k: int, row_map: np.n
         index: the item index.
         user_vectors: (n_users, d) query vectors.
         k: list length.
-        row_map: the catalogue row of each index row.
+        row_map: the catalogue row of each index row (None: the same rows).
         keep: (n_users,) bool; users with False get an empty list.
 
     Returns:
         The nearest item rows per user.
     """
-    return RowLists.from_matrix(index.search_rows(user_vectors, k, batch_exact=True), keep).mapped(row_map)
+    found = RowLists.from_matrix(index.search_rows(user_vectors, k, batch_exact=True), keep)
+    return found if row_map is None else found.mapped(row_map)
 
 
 def copurchase_rows(
@@ -148,7 +149,7 @@ def copurchase_rows(
 
 
 def content_rows(
-    content: np.ndarray, index: ItemIndex, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int, row_map: np.ndarray
+    content: np.ndarray, index: ItemIndex, history: HistoryRecommender, user_ids: Sequence[str], k: int, recent: int, row_map: np.ndarray | None = None
 ) -> RowLists:
     """Items closest in content to the recency-weighted centroid of the user's latest items.
 
@@ -159,7 +160,7 @@ def content_rows(
         user_ids: users; one without history gets an empty list.
         k: list length.
         recent: how many latest items form the centroid.
-        row_map: the catalogue row of each index row.
+        row_map: the catalogue row of each index row (None: the same rows).
 
     Returns:
         Up to ``k`` item rows per user.
