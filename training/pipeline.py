@@ -46,6 +46,7 @@ from recsys.candidates.precomputed import PRECOMPUTED_DIR, PrecomputedCandidates
 from recsys.config import ConfigError, ProjectConfig
 from recsys.data import Dataset, TrainingData, ground_truth, load_dataset
 from recsys.data.sampling import sample_users
+from recsys.data.split import time_window
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.metrics import recall_at_k
 from recsys.evaluation.protocol import (
@@ -63,6 +64,7 @@ from recsys.ranking.lambdarank import LambdaRankModel, LambdaRankParams
 from recsys.registry import build_model
 from recsys.vectors import ItemVectors
 from training.content import run_content
+from training.memory import log_memory
 from training.reranker import train_ranker
 from training.retrieval import fit_retrieval
 from training.stages import StageResult, StageRunner
@@ -188,6 +190,7 @@ class Pipeline:
         """Retrieval fitted on the time before label window ``folds_back``; candidates for that window's users."""
         data, labels = _label_window(dataset, setup, folds_back)
         vectors = _content_vectors(content_dir)
+        log_memory(log, f"label window {folds_back}")
         # A label fold's generator only answers batches (its label users here, their features in the
         # ranker stage), which search exactly: an approximate index would be built and never used.
         generator = fit_retrieval(self.config, data, vectors, two_tower_epochs, batch_only=True).generator
@@ -196,6 +199,7 @@ class Pipeline:
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index and u in truth]
         users = sample_users(users, self.config.reranker.max_label_users, self.config.reranker.seed + folds_back, f"label fold {folds_back}: label users")
         candidates = generator.generate(users)
+        log_memory(log, f"{len(users)} label users' candidates")
         lists = {u: [c.item_id for c in candidates[u]] for u in users}
         recall = float(np.mean([recall_at_k(lists[u], truth[u], len(lists[u])) for u in users])) if users else 0.0
         generator.save(out / "generator")
@@ -226,6 +230,7 @@ class Pipeline:
             truth = ground_truth(labels, users)
             states = user_states(data, users, user_attribute_columns(self.config), user_vectors(generator, users))
             parts.append(build_examples(fold_features, states, candidates, data.item_index, fold_features.sources, truth))
+            log_memory(log, f"label fold {folds_back}'s ranking examples")
             del data, labels, generator, fold_features, candidates, states
         assert columns is not None
         examples = concat_examples(parts)
@@ -257,6 +262,7 @@ class Pipeline:
         start = time.perf_counter()
         candidates = generator.generate(setup.users)
         generate_seconds = time.perf_counter() - start
+        log_memory(log, f"{len(setup.users)} test users' candidates")
         _save_candidates(candidates, out / "candidates.parquet")
         parts = {f"fit_seconds.{name}": value for name, value in fit.timings.items()}
         return {"retrieval_fit_seconds": seconds, "candidates_seconds": generate_seconds, **parts, "test_users": float(len(setup.users))}
@@ -281,6 +287,7 @@ class Pipeline:
         generator = CandidateGenerator.load(fold_dir / "generator")
         candidates = _load_candidates(fold_dir / "candidates.parquet")
         vectors = _content_vectors(content_dir)
+        log_memory(log, "loading the serving fold")
         # Every list follows the repeat policy (``repeats``), as the candidates and the server do.
         exclude = setup.exclude_seen
         lists: dict[str, dict[str, list[str]]] = {}
@@ -290,6 +297,7 @@ class Pipeline:
             start = time.perf_counter()
             lists[name] = make()
             seconds[name] = time.perf_counter() - start
+            log_memory(log, f"the {name} lists")
 
         def model_lists(model: Recommender) -> dict[str, list[str]]:  # the test users in blocks over cfg.workers processes
             return recommend_in_blocks(model, setup.users, k_max, exclude, cfg.workers)
@@ -409,9 +417,8 @@ def _label_window(dataset: Dataset, setup: EvaluationSetup, folds_back: int) -> 
     assert split.validation_start is not None and split.test_start is not None
     width = split.test_start - split.validation_start
     start = split.validation_start - (folds_back - 1) * width
-    ts = pl.col("timestamp")
-    history = split.history.filter(ts < start)
-    labels = split.history.filter((ts >= start) & (ts < start + width))
+    history = time_window(split.history, None, start)  # slices of the sorted history: no copies
+    labels = time_window(split.history, start, start + width)
     if history.is_empty() or labels.is_empty():
         raise ConfigError(
             f"reranker.label_folds: label window {folds_back} ({start:%Y-%m-%d %H:%M} + {width}) has {labels.height} "

@@ -41,6 +41,7 @@ from recsys.models.als_factors import ALSFactors
 from recsys.models.implicit_models import ALSRecommender
 from recsys.two_tower.recommender import FeatureSettings, TwoTowerRecommender, holdout
 from recsys.vectors import ItemVectors
+from training.memory import log_memory
 from training.tracking import flatten, log_metrics, start_run
 
 log = logging.getLogger(__name__)
@@ -185,15 +186,18 @@ def fit_retrieval(
     # Its held-out vectors are only read by the tuning.
     epochs = tower_model.select_epochs(data, vectors, keep_holdout_vectors=tune)
     early_stopping_seconds = time.perf_counter() - t
+    log_memory(log, "the two-tower's early-stopping run")
 
     t = time.perf_counter()
     als = ALSRecommender(config.models.als).fit(data)
     timings["als_fit"] = time.perf_counter() - t
     factors = ALSFactors.fit(data, config.models.als, model=als)
+    log_memory(log, "ALS")
 
     t = time.perf_counter()
     tower = tower_model.fit(data, als=factors, vectors=vectors, epochs=epochs)
     timings["two_tower_fit"] = early_stopping_seconds + time.perf_counter() - t
+    log_memory(log, "the two-tower fit (every user's vector)")
 
     tower_index = None
     if "two_tower" in r.candidates.sources:  # the index the generator would build itself, timed here
@@ -201,6 +205,7 @@ def fit_retrieval(
         log.info("building the FAISS index over %d item vectors", len(tower.item_vectors))
         tower_index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
         timings["index_build"] = time.perf_counter() - t
+        log_memory(log, "the two-tower's index")
 
     weights, validation_recall = dict(r.candidates.weights), None
     if tune_weights:
@@ -216,6 +221,7 @@ def fit_retrieval(
     generator = CandidateGenerator.from_config(config).fit(data, two_tower=tower, als=als, vectors=vectors, tower_index=tower_index)
     generator.weights = dict(weights)
     timings["candidates_fit"] = time.perf_counter() - t
+    log_memory(log, "the candidate generator's fit")
     return RetrievalFit(generator, tower, als, factors, tower_index, weights, validation_recall, timings)
 
 
@@ -302,6 +308,7 @@ def run_retrieval(config: ProjectConfig, dataset: Dataset, save_dir: Path | None
             t = time.perf_counter()
             index = ItemIndex.build(tower.item_index.ids, tower.item_vectors, r.index)
             timings["index_build"] = time.perf_counter() - t
+        log_memory(log, "the two-tower's index")
         rows = tower.user_index.lookup(setup.users)
         queries = tower.user_vectors[rows]
         t = time.perf_counter()

@@ -38,9 +38,14 @@ class TimeSplit:
         """Everything before the test window: what a model evaluated on test may be fitted on.
 
         Built once: each label fold reads it twice, and every call concatenated and sorted the whole
-        log again (24M rows and a 2.3 GB copy each at the 100x rung).
+        log again (24M rows and a 2.3 GB copy each at the 100x rung). Windows cut from a time-sorted
+        log (global mode) are joined without a copy: the result is already in order, and it shares
+        the windows' buffers instead of holding the history a second time (1.7 GB at 100x).
         """
-        return pl.concat([self.train, self.validation], how="vertical").sort("timestamp", maintain_order=True)
+        joined = pl.concat([self.train, self.validation], how="vertical", rechunk=False)
+        if is_time_sorted(joined):
+            return joined
+        return joined.sort("timestamp", maintain_order=True)
 
     def describe(self) -> str:
         """One line per window: date span, rows and users."""
@@ -88,15 +93,49 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
         raise ConfigError(f"split: test_start {test_start:%Y-%m-%d} is outside the log's span {first:%Y-%m-%d}..{last:%Y-%m-%d}")
     test_end = test_start + config.test
     validation_start = test_start - config.validation
-    ts = pl.col("timestamp")
     return TimeSplit(
-        train=interactions.filter(ts < validation_start),
-        validation=interactions.filter((ts >= validation_start) & (ts < test_start)),
-        test=interactions.filter((ts >= test_start) & (ts < test_end)),
+        train=time_window(interactions, None, validation_start),
+        validation=time_window(interactions, validation_start, test_start),
+        test=time_window(interactions, test_start, test_end),
         validation_start=validation_start,
         test_start=test_start,
         test_end=test_end,
     )
+
+
+def is_time_sorted(frame: pl.DataFrame) -> bool:
+    """Whether ``frame``'s ``timestamp`` column is in ascending order with no nulls."""
+    ts = frame["timestamp"]
+    return ts.null_count() == 0 and ts.is_sorted()
+
+
+def time_window(frame: pl.DataFrame, start: dt.datetime | None, end: dt.datetime | None) -> pl.DataFrame:
+    """The rows with ``start <= timestamp < end`` (a None bound is open), in ``frame``'s order.
+
+    A loaded log is sorted by time, so a window is a contiguous run of it: then the window is a
+    slice that shares the log's buffers (no copy; the train, validation and test windows of a 24M-row
+    log held 2 GB of copies) and costs two binary searches instead of a pass over the log. Any
+    other frame is filtered, with the same rows in the same order as the result.
+
+    Args:
+        frame: interactions with a ``timestamp`` column.
+        start: first instant inside the window, or None.
+        end: first instant after the window, or None.
+    """
+    dtype = frame.schema["timestamp"]
+    naive_datetime = isinstance(dtype, pl.Datetime) and dtype.time_zone is None  # comparable with the bounds as they are
+    if not (naive_datetime and is_time_sorted(frame)):
+        ts = pl.col("timestamp")
+        keep = pl.lit(True)
+        if start is not None:
+            keep = keep & (ts >= start)
+        if end is not None:
+            keep = keep & (ts < end)
+        return frame.filter(keep)
+    ts_series = frame["timestamp"]
+    first = 0 if start is None else int(ts_series.search_sorted(start, side="left"))
+    last = frame.height if end is None else int(ts_series.search_sorted(end, side="left"))
+    return frame.slice(first, max(last - first, 0))
 
 
 def _split_per_user(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:

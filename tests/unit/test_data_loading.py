@@ -133,3 +133,25 @@ def test_missing_file_is_named(shop: tuple[Path, ProjectConfig], tmp_path: Path)
     config = shop_config(root, tmp_path / "w", data={"items": {"path": "nope.parquet"}})
     with pytest.raises(DataValidationError, match=r"nope\.parquet.*file not found"):
         load_dataset(config.data)
+
+
+def test_encoded_interactions_add_index_columns_and_share_the_rest() -> None:
+    """``TrainingData.encoded`` numbers users and items by their index rows without copying the log's columns."""
+    import datetime as dt
+
+    import numpy as np
+    import polars as pl
+
+    from recsys.data import TrainingData
+
+    items = pl.DataFrame({"item_id": ["x", "y", "z"]})
+    log = pl.DataFrame(
+        {"user_id": ["b", "a", "b", "c"], "item_id": ["z", "x", "w", "z"], "timestamp": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)], "weight": [1.0, 2.0, 3.0, 4.0]}
+    )
+    data = TrainingData.build(log, items)
+    e = data.encoded
+    assert e.columns == [*log.columns, "user_idx", "item_idx"]
+    assert e["user_idx"].to_list() == [0, 1, 0, 2]  # users in first-seen order
+    assert e["item_idx"].to_list() == [2, 0, 3, 2]  # "w" is not in the catalogue: appended after it
+    assert e.drop("user_idx", "item_idx").equals(log)
+    assert np.shares_memory(e["weight"].to_numpy(), data.interactions["weight"].to_numpy())

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recsys.config import ProjectConfig
 from recsys.memory import release_free_memory
@@ -64,3 +65,16 @@ def test_freed_heap_goes_back_to_the_kernel_between_stages() -> None:
     assert held - before > 150, "the freed blocks were still resident before the trim"
     assert _resident_mb() < held - 150, "the trim returned them"
     assert len(survivor) == 60_000
+
+
+def test_a_memory_checkpoint_names_its_step_and_the_stage_peak(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from training.memory import log_memory, peak_rss_mb, resident_mb
+
+    logger = logging.getLogger("tests.memory")
+    with caplog.at_level(logging.INFO, logger="tests.memory"):
+        log_memory(logger, "the two-tower fit")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("memory after the two-tower fit: ") and "MB resident, stage peak" in line
+    assert 0 < resident_mb() <= peak_rss_mb() + 1

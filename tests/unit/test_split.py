@@ -3,6 +3,7 @@
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -91,3 +92,47 @@ def test_the_history_window_is_built_once() -> None:
     split = split_by_time(frame, SplitConfig(mode="global", test_start=dt.datetime(2024, 1, 5), test="1d", validation="1d"))
     assert split.history is split.history
     assert split.history["user_id"].to_list() == ["a", "b", "c", "d"], "train then validation, in time order"
+
+
+def _log(days: list[int], hours: list[int] | None = None) -> pl.DataFrame:
+    stamps = [dt.datetime(2024, 1, d, (hours or [0] * len(days))[i]) for i, d in enumerate(days)]
+    return pl.DataFrame({"user_id": [f"u{i}" for i in range(len(days))], "item_id": [f"i{d}" for d in days], "timestamp": stamps, "weight": [float(i) for i in range(len(days))]})
+
+
+@pytest.mark.parametrize("days", [[1, 2, 2, 3, 3, 3, 5, 6], [3, 1, 2, 6, 3, 5, 2, 3]], ids=["time-sorted", "unsorted"])
+@pytest.mark.parametrize(
+    "bounds", [(None, None), (None, 3), (2, 3), (3, 5), (3, None), (4, 5), (7, None), (None, 1)], ids=lambda b: f"{b[0]}-{b[1]}"
+)
+def test_time_window_holds_the_rows_a_filter_would_in_the_same_order(days: list[int], bounds: tuple[int | None, int | None]) -> None:
+    """A slice of a sorted log (ties at both bounds, open bounds, empty windows) or a filter of an unsorted one: the same rows."""
+    from recsys.data.split import time_window
+
+    frame = _log(days)
+    start, end = (None if b is None else dt.datetime(2024, 1, b) for b in bounds)
+    keep = pl.lit(True)
+    if start is not None:
+        keep = keep & (pl.col("timestamp") >= start)
+    if end is not None:
+        keep = keep & (pl.col("timestamp") < end)
+    assert time_window(frame, start, end).equals(frame.filter(keep))
+
+
+def test_global_windows_of_a_time_sorted_log_share_its_buffers() -> None:
+    """The windows and the history are views of the loaded log, not copies (2 GB of copies at the 100x rung)."""
+    frame = _log([1, 1, 2, 3, 3, 4, 5, 5, 6])
+    s = split_by_time(frame, SplitConfig(test="1d", validation="2d"))
+    log_weights = frame["weight"].to_numpy()
+    # The history is the train and validation windows' chunks joined: each part a view of the log.
+    history_parts = (s.history.slice(0, s.train.height), s.history.slice(s.train.height))
+    for name, window in (("train", s.train), ("validation", s.validation), ("test", s.test), ("history", history_parts[0]), ("history", history_parts[1])):
+        assert np.shares_memory(window["weight"].to_numpy(), log_weights), f"{name} is a copy"
+    assert s.history.equals(pl.concat([s.train, s.validation]).sort("timestamp", maintain_order=True))
+    assert s.test["timestamp"].min() == dt.datetime(2024, 1, 6) and s.validation["item_id"].to_list() == ["i4", "i5", "i5"]
+
+
+def test_an_unsorted_log_is_split_by_filtering_with_its_order_kept() -> None:
+    frame = _log([3, 1, 6, 2, 5, 4])
+    s = split_by_time(frame, SplitConfig(test="1d", validation="2d"))
+    assert s.train["item_id"].to_list() == ["i3", "i1", "i2"]
+    assert s.history["item_id"].to_list() == ["i1", "i2", "i3", "i4", "i5"], "the history is sorted by time"
+    assert s.test["item_id"].to_list() == ["i6"]
