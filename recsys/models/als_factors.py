@@ -53,8 +53,8 @@ class ALSFactors:
     average_length: float
 
     def __post_init__(self) -> None:
-        self.user_index = IdIndex(self.user_ids)
-        self.item_index = IdIndex(self.item_ids)
+        self.user_index = IdIndex.shared(self.user_ids)  # usually the window's own indexes' ids
+        self.item_index = IdIndex.shared(self.item_ids)
 
     @classmethod
     def fit(cls, data: TrainingData, config: ALSConfig, model: ALSRecommender | None = None) -> Self:

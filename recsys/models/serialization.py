@@ -63,7 +63,7 @@ def index_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> IdIndex:
     Returns:
         The rebuilt id index.
     """
-    return IdIndex(arrays[f"{prefix}_ids"])
+    return IdIndex.shared(arrays[f"{prefix}_ids"])  # the parts of one bundle list the same ids
 
 
 MMAP_MIN_BYTES = 16 * 2**20  # members of an .npz from this size on are memory-mapped by load_npz

@@ -155,3 +155,17 @@ def test_encoded_interactions_add_index_columns_and_share_the_rest() -> None:
     assert e["item_idx"].to_list() == [2, 0, 3, 2]  # "w" is not in the catalogue: appended after it
     assert e.drop("user_idx", "item_idx").equals(log)
     assert np.shares_memory(e["weight"].to_numpy(), data.interactions["weight"].to_numpy())
+
+
+def test_a_shared_id_index_is_one_object_per_distinct_id_list() -> None:
+    import numpy as np
+
+    from recsys.data.interactions import IdIndex
+
+    a = IdIndex.shared(["u1", "u2", "u3"])
+    assert IdIndex.shared(np.array(["u1", "u2", "u3"])) is a  # equal ids from another array
+    assert IdIndex.shared(["u1", "u3", "u2"]) is not a  # same ids, other rows
+    assert IdIndex.shared(["u1", "u2"]) is not a
+    assert a.lookup(["u3", "x"]).tolist() == [2, -1]
+    with pytest.raises(ValueError, match="unique"):
+        IdIndex.shared(["u1", "u1"])
