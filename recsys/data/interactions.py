@@ -39,7 +39,7 @@ class IdIndex:
             ids: the external ids, in row order; must be unique.
         """
         array = np.ascontiguousarray(np.asarray(ids, dtype=str))
-        key = (array.dtype.str, len(array), hashlib.blake2b(memoryview(array.view(np.uint8))).digest())
+        key = (array.dtype.str, len(array), hashlib.blake2b(array.view(np.uint8).data).digest())
         hit = _SHARED_INDEXES.get(key)
         if hit is not None and np.array_equal(hit.ids, array):
             return hit
