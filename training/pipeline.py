@@ -191,13 +191,14 @@ class Pipeline:
         data, labels = _label_window(dataset, setup, folds_back)
         vectors = _content_vectors(content_dir)
         log_memory(log, f"label window {folds_back}")
-        # A label fold's generator only answers batches (its label users here, their features in the
-        # ranker stage), which search exactly: an approximate index would be built and never used.
-        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs, batch_only=True).generator
         # Label users: those with a target event in the window (a view-only visit labels nothing).
         truth = ground_truth(labels)
         users = [u for u in labels["user_id"].unique(maintain_order=True).to_list() if u in data.user_index and u in truth]
         users = sample_users(users, self.config.reranker.max_label_users, self.config.reranker.seed + folds_back, f"label fold {folds_back}: label users")
+        # A label fold's generator only answers its label users, in batches (their candidates here,
+        # their features in the ranker stage): batches search exactly, so no approximate index is
+        # built, and the two-tower computes only these users' vectors.
+        generator = fit_retrieval(self.config, data, vectors, two_tower_epochs, batch_only=True, vector_users=users).generator
         candidates = generator.generate(users)
         log_memory(log, f"{len(users)} label users' candidates")
         lists = {u: [c.item_id for c in candidates[u]] for u in users}

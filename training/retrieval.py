@@ -131,6 +131,7 @@ def fit_retrieval(
     tune_weights: bool = False,
     on_epoch: EpochHook | None = None,
     batch_only: bool = False,
+    vector_users: list[str] | None = None,
 ) -> RetrievalFit:
     """ALS, ALS factors, the two-tower and the merged candidate generator, all fitted on one window.
 
@@ -156,6 +157,9 @@ def fit_retrieval(
             exactly (``ItemIndex.search_exact``): its indexes are flat, whatever ``retrieval.index``
             says, so no approximate index is built for nothing (an HNSW graph over 105k items took
             ~55 s per fold).
+        vector_users: the only users the generator will be asked about (a label fold's label
+            users): the two-tower computes their vectors alone, the others stay zero. None: every
+            user of ``data`` (a generator that serves).
 
     Returns:
         The :class:`RetrievalFit`: the generator (with its weights: the configured ones, empty =
@@ -163,7 +167,8 @@ def fit_retrieval(
         seconds per part.
 
     Raises:
-        ValueError: tuning is asked for but there is no validation window to tune on
+        ValueError: a ``vector_users`` id is not a user of ``data``; or tuning is asked for but
+            there is no validation window to tune on
             (``validation_days`` 0, or ``two_tower_epochs`` skipping the two-tower's early-stopping
             run whose held-out vectors the tuning reads).
     """
@@ -171,6 +176,9 @@ def fit_retrieval(
         flat = config.retrieval.index.model_copy(update={"exact_max_items": 2**62})
         config = config.model_copy(update={"retrieval": config.retrieval.model_copy(update={"index": flat})})
     r = config.retrieval
+    rows = None if vector_users is None else data.user_index.lookup(vector_users)
+    if rows is not None and vector_users is not None and (rows < 0).any():
+        raise ValueError(f"fit_retrieval: {int((rows < 0).sum())} of the vector_users are not in the window (e.g. {vector_users[int(np.argmin(rows))]!r})")
     tune = tune_weights and not r.candidates.weights
     if tune:
         _check_tunable(config, two_tower_epochs)
@@ -195,7 +203,7 @@ def fit_retrieval(
     log_memory(log, "ALS")
 
     t = time.perf_counter()
-    tower = tower_model.fit(data, als=factors, vectors=vectors, epochs=epochs)
+    tower = tower_model.fit(data, als=factors, vectors=vectors, epochs=epochs, vector_users=rows)
     timings["two_tower_fit"] = early_stopping_seconds + time.perf_counter() - t
     log_memory(log, "the two-tower fit (every user's vector)")
 

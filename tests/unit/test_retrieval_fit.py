@@ -165,3 +165,16 @@ def test_batch_only_fit_builds_flat_indexes_with_the_same_batch_lists(
     assert {u: [c.item_id for c in cs] for u, cs in batch.generator.generate(users).items()} == {
         u: [c.item_id for c in cs] for u, cs in same.generator.generate(users).items()
     }
+    # A label fold's fit computes only its label users' two-tower vectors: their candidates are the same.
+    label_only = fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs, batch_only=True, vector_users=users)
+    assert {u: [c.item_id for c in cs] for u, cs in label_only.generator.generate(users).items()} == {
+        u: [c.item_id for c in cs] for u, cs in same.generator.generate(users).items()
+    }
+    others = np.setdiff1d(np.arange(data.n_users), data.user_index.lookup(users))
+    assert not label_only.generator.two_tower.user_vectors[others].any()
+
+
+def test_vector_users_must_be_users_of_the_window(world: tuple[ProjectConfig, TrainingData, ItemVectors]) -> None:
+    config, data, vectors = world
+    with pytest.raises(ValueError, match="1 of the vector_users are not in the window .*'nobody'"):
+        fit_retrieval(config, data, vectors, vector_users=[data.user_index.ids[0], "nobody"])

@@ -351,3 +351,12 @@ def test_every_user_vector_built_in_chunks_equals_one_pass(fitted: TwoTowerRecom
     assert data.n_users > 3 * 8, "several chunks"
     np.testing.assert_array_equal(chunked, one_pass)
     np.testing.assert_allclose(fitted.user_vectors, one_pass, rtol=1e-5, atol=1e-6)  # the fit's own (batches of 4096)
+    # Only some users' vectors (a label fold's label users): theirs are the same, the others zero.
+    wanted = np.array([17, 3, 3, 9, 25, 0], dtype=np.int64)
+    some = fitted._every_user_vector(data, fitted.item_table, fitted.als, attrs, wanted)
+    others = np.setdiff1d(every, wanted)
+    assert some.shape == one_pass.shape
+    np.testing.assert_allclose(some[wanted], one_pass[wanted], rtol=1e-5, atol=1e-6)  # other batch neighbours: float rounding only
+    assert not some[others].any()
+    empty = fitted._every_user_vector(data, fitted.item_table, fitted.als, attrs, np.zeros(0, dtype=np.int64))
+    assert empty.shape == one_pass.shape and not empty.any()
