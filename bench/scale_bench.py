@@ -78,6 +78,16 @@ def synthetic_dir(name: str) -> Path:
     return ROOT / "artifacts" / "synthetic" / name
 
 
+def source_commit() -> str | None:
+    """The commit the rung trains with (a resumed rung's parts may differ), "+dirty" with local changes; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def ensure_synthetic(name: str, scale: float) -> Path:
     """Generate the rung's synthetic log unless a finished one of the same scale is there.
 
@@ -277,6 +287,7 @@ def run_rung(
     if resume and not parts and previous and previous.get("log") == str(work / "train.log") and "cpu_seconds" in previous:
         parts = [{k: previous.get(k) for k in ("finished", "wall_seconds", "cpu_seconds", "peak_rss_mb", "returncode", "complete")}]
     earlier_memory = (work / MEMORY_CSV).read_text().splitlines()[1:] if resume and (work / MEMORY_CSV).is_file() else []
+    commit = source_commit()  # at the start: the worktree may move on while the rung trains
     started = time.perf_counter()
     with open(work / "train.log", "a" if resume else "w") as log:
         if resume:
@@ -304,7 +315,7 @@ def run_rung(
     # The training process's own peak: the kernel's (ru_maxrss), or the largest per-stage mark it reported.
     process_peak = max(usage.ru_maxrss / 1024, (summary or {}).get("peak_rss_mb") or 0.0)
     part = {
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
+        "commit": commit, "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(max(tree_peak, process_peak), 1),
         "returncode": proc.returncode, "complete": not stopped and proc.returncode == 0,
     }

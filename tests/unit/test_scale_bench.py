@@ -100,6 +100,7 @@ def test_a_resumed_rung_sums_its_parts(rung: dict) -> None:
     assert second["returncode"] == 0 and second["complete"] is True, second.get("error")
     assert raw["work_dir"].startswith("${RECSYS_WORK_DIR")
     assert second["parts"] == 2 and len(json.loads((work / scale_bench.PARTS_JSON).read_text())) == 2
+    assert all("commit" in part for part in json.loads((work / scale_bench.PARTS_JSON).read_text())), "each part names the code it ran"
     assert second["wall_seconds"] > rung["wall_seconds"] and second["cpu_seconds"] > rung["cpu_seconds"]
     assert second["peak_rss_mb"] >= rung["peak_rss_mb"]
     assert set(second["reused"]) == set(done_first) and {"evaluate", "precompute"}.isdisjoint(done_first)
