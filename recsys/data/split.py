@@ -104,7 +104,11 @@ def split_by_time(interactions: pl.DataFrame, config: SplitConfig) -> TimeSplit:
 
 
 def is_time_sorted(frame: pl.DataFrame) -> bool:
-    """Whether ``frame``'s ``timestamp`` column is in ascending order with no nulls."""
+    """Whether ``frame``'s ``timestamp`` column is in ascending order with no nulls.
+
+    Args:
+        frame: interactions with a ``timestamp`` column.
+    """
     ts = frame["timestamp"]
     return ts.null_count() == 0 and ts.is_sorted()
 
