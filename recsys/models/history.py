@@ -9,6 +9,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data.interactions import TrainingData
+from recsys.data.stats import ranked_user_items, user_item_csr
 from recsys.models.base import ScoringRecommender
 from recsys.models.serialization import csr_from_arrays, csr_to_arrays
 
@@ -31,19 +32,17 @@ class HistoryRecommender(ScoringRecommender):
     def fit(self, data: TrainingData) -> Self:
         """Rank each user's items by last purchase (see the class docstring); popularity for the fill."""
         self._fit_common(data, fallback_days=self.window_days)
-        e = data.encoded.with_columns(pl.int_range(pl.len()).alias("_pos"))
-        per_pair = e.group_by("user_idx", "item_idx").agg(
-            pl.col("timestamp").max().alias("last"), pl.len().alias("n"), pl.col("_pos").max().alias("pos")
-        )
-        ranked = per_pair.sort(["user_idx", "last", "n", "pos"], descending=[False, True, True, True]).with_columns(
-            pl.int_range(pl.len()).over("user_idx").alias("rank")
+        ranked = ranked_user_items(
+            data.encoded,
+            data.n_users,
+            # _pos: pairs bought the same day rank by purchases, then by where they come in the (time-ordered) log.
+            [pl.col("timestamp").max().alias("last"), pl.len().alias("n"), pl.col("_pos").max().alias("pos")],
+            ["last", "n", "pos"],
+            [True, True, True],
         )
         # score = 1 + 1/(rank+1): strictly decreasing with rank, always above any popularity score.
         values = 1.0 + 1.0 / (ranked["rank"].to_numpy() + 1.0)
-        self.history = sp.csr_matrix(
-            (values.astype(np.float32), (ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy())),
-            shape=(data.n_users, data.n_items),
-        )
+        self.history = user_item_csr(ranked, values, data.n_users, data.n_items)
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
