@@ -155,10 +155,12 @@ class Pipeline:
             log_metrics(evaluation.metrics)
             precomputed = None
             if write_bundle and config.serving.precompute_candidates > 0:
+                inputs = {"serving_fold": serving_fold.fingerprint, "depth": config.serving.precompute_candidates}
+                checkpoint = runner.checkpoint_dir("precompute", inputs)
                 precomputed = runner.run(
                     "precompute",
-                    {"serving_fold": serving_fold.fingerprint, "depth": config.serving.precompute_candidates},
-                    lambda out: self._precompute(out, serving_fold.path),
+                    inputs,
+                    lambda out: self._precompute(out, serving_fold.path, checkpoint),
                 )
             if not write_bundle:
                 seconds = time.perf_counter() - start
@@ -268,18 +270,23 @@ class Pipeline:
         parts = {f"fit_seconds.{name}": value for name, value in fit.timings.items()}
         return {"retrieval_fit_seconds": seconds, "candidates_seconds": generate_seconds, **parts, "test_users": float(len(setup.users))}
 
-    def _precompute(self, out: Path, fold_dir: Path) -> dict[str, float]:
-        """Every known customer's merged candidates, for the server to look up (see recsys/candidates/precomputed.py)."""
+    def _precompute(self, out: Path, fold_dir: Path, checkpoint: Path) -> dict[str, float]:
+        """Every known customer's merged candidates, for the server to look up (see recsys/candidates/precomputed.py).
+
+        The batches are kept in ``checkpoint`` as they finish, so a killed run resumes where it stopped.
+        """
         generator = CandidateGenerator.load(fold_dir / "generator")
         start = time.perf_counter()
         serving = self.config.serving
-        table = PrecomputedCandidates.build(generator, serving.precompute_candidates, workers=serving.precompute_workers)
+        table = PrecomputedCandidates.build(generator, serving.precompute_candidates, workers=serving.precompute_workers, checkpoint=checkpoint)
         seconds = time.perf_counter() - start
         table.save(out / PRECOMPUTED_DIR)
         users = len(table.rows)
         parts = {f"precompute_ms_per_user.{part}": 1000 * spent / max(users, 1) for part, spent in table.build_seconds.items()}
         workers = {"precompute_worker_peak_rss_mb": table.worker_peak_rss_mb} if table.worker_peak_rss_mb else {}
-        return {"precomputed_users": float(users), "precompute_ms_per_user": 1000 * seconds / max(users, 1), **parts, **workers}
+        # A resumed build's wall time covers only the customers it computed; the parts cover every batch.
+        per_user = 1000 * seconds / max(table.computed_users, 1)
+        return {"precomputed_users": float(users), "precompute_computed_users": float(table.computed_users), "precompute_ms_per_user": per_user, **parts, **workers}
 
     def _evaluate(self, out: Path, dataset: Dataset, setup: EvaluationSetup, content_dir: Path, fold_dir: Path, ranker_dir: Path) -> dict[str, float]:
         config = self.config

@@ -77,6 +77,21 @@ class StageRunner:
             log.info("removing unfinished stage output %s (from an interrupted run)", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def checkpoint_dir(self, name: str, inputs: dict[str, Any]) -> Path:
+        """A folder where a long stage keeps partial work across interrupted runs (e.g. finished batches).
+
+        Unlike a stage's temp output it survives a killed run; it belongs to these exact inputs and
+        is removed once the stage finishes (or when the stage is forced).
+
+        Args:
+            name: the stage.
+            inputs: the stage's inputs, as given to :meth:`run`.
+
+        Returns:
+            The folder's path (not created here).
+        """
+        return self.root / name / f".checkpoint-{fingerprint({'stage': name, **inputs})}"
+
     def run(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, float]]) -> StageResult:
         """Run ``fn(output_dir)`` unless an output for these exact inputs already exists.
 
@@ -99,6 +114,8 @@ class StageRunner:
             log.info("stage %-12s reused (%s)", name, fp)
         else:
             log.info("stage %-12s running (%s)", name, fp)
+            if name in self.force:
+                shutil.rmtree(self.checkpoint_dir(name, inputs), ignore_errors=True)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             # Whatever the process held before the stage is the floor of the stage's own peak; the
@@ -116,6 +133,7 @@ class StageRunner:
                 if final.exists():
                     shutil.rmtree(final)
                 tmp.rename(final)
+                shutil.rmtree(self.checkpoint_dir(name, inputs), ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -10,7 +10,9 @@ searches, an exact ALS product over the catalogue, a sparse co-purchase product,
 than the stored depth still take the live path.
 
 Storage is plain ``.npy`` files (no pickle) opened memory-mapped, so the server's worker
-processes share one copy in the page cache.
+processes share one copy in the page cache. A build given a checkpoint folder writes its rows
+there as it goes (memory-mapped ``.npy`` files and a done flag per batch): a build killed partway
+(1.2M customers take ~1.5 hours on 2 cores) resumes with the batches it had not finished.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import logging
 import mmap
 import multiprocessing as mp
 import resource
+import shutil
 import time
 import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from recsys.atomic import write_dir
+from recsys.atomic import write_dir, write_text
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate, merge_rows
 from recsys.forked import one_thread_per_library
@@ -37,6 +41,7 @@ from recsys.index.faiss_index import EXACT_BATCH_MIN
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+CHECKPOINT_META = "layout.json"  # a checkpoint folder's layout, written once its arrays exist
 PRECOMPUTED_DIR = "precomputed_candidates"  # its folder in a training stage and in a bundle
 NO_RANK = 0  # ranks are stored 1-based; 0 = the source did not propose the item
 
@@ -59,6 +64,7 @@ class PrecomputedCandidates:
         self.users_digest = users_digest
         self.build_seconds: dict[str, float] = {}  # per source and "fusion", set by :meth:`build`
         self.worker_peak_rss_mb = 0.0  # the largest forked worker's peak resident set (its pages shared with the parent included)
+        self.computed_users = 0  # customers :meth:`build` computed (a resumed build: those its checkpoint lacked)
 
     @property
     def depth(self) -> int:
@@ -66,7 +72,7 @@ class PrecomputedCandidates:
         return int(self.rows.shape[1])
 
     @classmethod
-    def build(cls, generator: CandidateGenerator, depth: int, batch_size: int = 2048, workers: int = 1) -> Self:
+    def build(cls, generator: CandidateGenerator, depth: int, batch_size: int = 2048, workers: int = 1, checkpoint: Path | None = None) -> Self:
         """Generate and store the merged candidates of every customer the generator knows.
 
         Args:
@@ -79,9 +85,12 @@ class PrecomputedCandidates:
                 generator and the search structures it set up). Much of a batch is single-threaded
                 Python (fusion, per-customer rescoring), so two workers keep two cores busy. Each
                 customer's row is the same whoever computes it.
+            checkpoint: a folder for the rows as they are made; a build of the same generator,
+                depth and batches finds the batches done there and computes only the others (the
+                caller removes the folder once the table is saved). None: rows in memory only.
 
         Returns:
-            The table.
+            The table; its arrays are the checkpoint's files when one was given.
         """
         user_ids = generator.history.user_index.ids
         sources: list[str] = [s for s in generator.config.sources if not (s == "history" and generator.exclude_seen)]
@@ -92,20 +101,23 @@ class PrecomputedCandidates:
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < EXACT_BATCH_MIN:
             del bounds[-2]  # a short last batch joins the one before, so every batch is searched exactly
         batches = list(zip(bounds[:-1], bounds[1:]))
-        workers = max(1, min(workers, len(batches) - 1)) if "fork" in mp.get_all_start_methods() else 1
-        # Shared anonymous memory when workers write rows; plain arrays otherwise.
-        out = _Outputs(n, depth, len(sources), rank_type, shared=workers > 1)
+        layout = _Layout(n, depth, sources, [*generator.config.sources, "fusion"], np.dtype(rank_type).name, len(batches), users_digest(user_ids))
+        out = _Outputs(layout, shared=workers > 1, checkpoint=checkpoint)
+        pending = [(b, lo, hi) for b, (lo, hi) in enumerate(batches) if not out.done[b]]
+        workers = max(1, min(workers, len(pending) - 1)) if "fork" in mp.get_all_start_methods() else 1
         job = _Job(generator, user_ids, sources, depth, out, n, time.perf_counter())
-        seconds = job.run(batches[:1] if workers > 1 else batches, worker=0)
+        job.finished = job.resumed_with = n - sum(hi - lo for _, lo, hi in pending)
+        if pending:
+            job.run(pending[:1] if workers > 1 else pending, worker=0)
         peaks: list[float] = []
         if workers > 1:
-            reports = _fork_workers(job, batches[1:], workers)
-            seconds = _merge_seconds(seconds, [r["seconds"] for r in reports])
-            peaks = [r["peak_rss_mb"] for r in reports]
+            peaks = [r["peak_rss_mb"] for r in _fork_workers(job, pending[1:], workers)]
+        seconds = out.seconds_per_part()
         log.info("precomputed candidates: seconds per part %s", ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
-        table = cls(generator.history.item_index.ids, sources, out.rows, out.scores, out.ranks, users_digest(user_ids))
+        table = cls(generator.history.item_index.ids, sources, out.rows, out.scores, out.ranks, layout.users_digest)
         table.build_seconds = seconds
         table.worker_peak_rss_mb = max(peaks, default=0.0)
+        table.computed_users = n - job.resumed_with
         return table
 
     def lookup(self, user_row: int, size: int) -> list[Candidate]:
@@ -182,22 +194,89 @@ def users_digest(user_ids: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-class _Outputs:
-    """The table's arrays, in memory shared with forked workers when ``shared``."""
+@dataclass(frozen=True)
+class _Layout:
+    """What a table's arrays hold: a checkpoint is resumed only by a build with the same layout."""
 
-    def __init__(self, n: int, depth: int, n_sources: int, rank_type: type, shared: bool):
-        def array(shape: tuple[int, ...], dtype: type, fill: int) -> np.ndarray:
-            if not shared:
-                return np.full(shape, fill, dtype=dtype)
+    users: int
+    depth: int
+    sources: list[str]  # the sources in the table (the last axis of ranks)
+    parts: list[str]  # the timed parts: every configured source and the fusion
+    rank_dtype: str
+    batches: int
+    users_digest: str
+
+
+class _Outputs:
+    """The table's arrays, a done flag and seconds per part for every batch.
+
+    Plain arrays for one process; anonymous shared memory when forked workers write rows; files in
+    the checkpoint folder (memory-mapped, shared with forked workers) when resuming is wanted. A
+    batch's flag is set only after its rows are written and flushed, so a resumed build trusts
+    every flagged batch and recomputes the rest.
+    """
+
+    def __init__(self, layout: _Layout, shared: bool, checkpoint: Path | None = None):
+        self.layout, self.checkpoint = layout, checkpoint
+        shapes: dict[str, tuple[tuple[int, ...], str, float]] = {
+            "rows": ((layout.users, layout.depth), "int32", -1),
+            "scores": ((layout.users, layout.depth), "float32", 0),
+            "ranks": ((layout.users, layout.depth, len(layout.sources)), layout.rank_dtype, 0),
+            "done": ((layout.batches,), "uint8", 0),
+            "seconds": ((layout.batches, len(layout.parts)), "float64", np.nan),  # NaN: the part did not run
+        }
+        resumed = checkpoint is not None and self._matches(checkpoint)
+        if checkpoint is not None and not resumed:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # another fold's or an older layout's: start over
+            checkpoint.mkdir(parents=True)
+        arrays = {name: self._array(name, shape, dtype, fill, shared, resumed) for name, (shape, dtype, fill) in shapes.items()}
+        self.rows, self.scores, self.ranks, self.done, self.seconds = (arrays[k] for k in ("rows", "scores", "ranks", "done", "seconds"))
+        if checkpoint is not None and not resumed:
+            # Written last: a folder without it (killed while being created) is started over.
+            write_text(checkpoint / CHECKPOINT_META, json.dumps(asdict(layout)))
+        if resumed:
+            log.info("precomputed candidates: resuming from %s, %d of %d batches done", checkpoint, int(self.done.sum()), layout.batches)
+
+    def _matches(self, checkpoint: Path) -> bool:
+        try:
+            return bool(json.loads((checkpoint / CHECKPOINT_META).read_text()) == asdict(self.layout))
+        except (OSError, ValueError):
+            return False
+
+    def _array(self, name: str, shape: tuple[int, ...], dtype: str, fill: float, shared: bool, resumed: bool) -> np.ndarray:
+        if self.checkpoint is not None:
+            path = self.checkpoint / f"{name}.npy"
+            if resumed:
+                values: np.ndarray = np.lib.format.open_memmap(path, mode="r+")
+                if values.shape != shape or values.dtype != np.dtype(dtype):
+                    raise ValueError(f"{path}: shape {values.shape} {values.dtype}, expected {shape} {dtype}")
+                return values
+            values = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        elif shared:
             size = int(np.prod(shape)) * np.dtype(dtype).itemsize
             buffer = mmap.mmap(-1, max(size, 1))  # anonymous and MAP_SHARED: a forked child's writes are seen here
-            values: np.ndarray = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-            values.fill(fill)
-            return values
+            values = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        else:
+            values = np.empty(shape, dtype=dtype)
+        values.fill(fill)
+        return values
 
-        self.rows = array((n, depth), np.int32, -1)
-        self.scores = array((n, depth), np.float32, 0)
-        self.ranks = array((n, depth, n_sources), rank_type, 0)
+    def finish_batch(self, batch: int, lo: int, hi: int, rows: np.ndarray, scores: np.ndarray, ranks: np.ndarray, seconds: dict[str, float]) -> None:
+        """Store one batch's rows and seconds, then flag it done (after a flush, with a checkpoint)."""
+        self.rows[lo:hi], self.scores[lo:hi], self.ranks[lo:hi] = rows, scores, ranks
+        parts = self.layout.parts
+        self.seconds[batch] = [seconds.get(part, np.nan) for part in parts]
+        for values in (self.rows, self.scores, self.ranks, self.seconds):
+            if isinstance(values, np.memmap):
+                values.flush()
+        self.done[batch] = 1
+        if isinstance(self.done, np.memmap):
+            self.done.flush()
+
+    def seconds_per_part(self) -> dict[str, float]:
+        """Seconds per part summed over every batch (those of earlier, resumed builds included)."""
+        ran = ~np.all(np.isnan(self.seconds), axis=0)
+        return {part: float(np.nansum(self.seconds[:, j])) for j, part in enumerate(self.layout.parts) if ran[j]}
 
 
 class _Job:
@@ -207,31 +286,28 @@ class _Job:
         self.generator, self.user_ids, self.sources, self.depth, self.out = generator, user_ids, sources, depth, out
         self.n, self.start = n, start
         self.done: Any = None  # a shared counter of finished customers, set when workers are forked
-        self.finished = 0  # customers finished in this process (before any fork)
+        self.finished = 0  # customers finished in this process before any fork (a resumed build's done batches included)
+        self.resumed_with = 0  # customers a resumed build found done (the rate counts only the rest)
 
-    def run(self, batches: list[tuple[int, int]], worker: int) -> dict[str, float]:
-        """Fill the rows of ``batches``; returns seconds per source and for the fusion."""
+    def run(self, batches: list[tuple[int, int, int]], worker: int) -> None:
+        """Fill the rows of ``batches`` (index, first customer, end) and record each batch's seconds per part."""
         generator = self.generator
-        seconds: dict[str, float] = {}
         item_rows = generator.history.item_index
-        for lo, hi in batches:
-            batch = self.user_ids[lo:hi].tolist()
-            lists = generator.source_rows(batch)
-            for source, spent in generator.timings.items():
-                seconds[source] = seconds.get(source, 0.0) + spent
+        for batch, lo, hi in batches:
+            users = self.user_ids[lo:hi].tolist()
+            lists = generator.source_rows(users)
+            seconds = dict(generator.timings)
             fusion_start = time.perf_counter()
-            merged = merge_rows(lists, len(batch), self.depth, generator.weights, generator.config.rrf_k, item_rows)
-            seconds["fusion"] = seconds.get("fusion", 0.0) + time.perf_counter() - fusion_start
+            merged = merge_rows(lists, len(users), self.depth, generator.weights, generator.config.rrf_k, item_rows)
+            seconds["fusion"] = time.perf_counter() - fusion_start
             if merged.sources != self.sources:
                 raise ValueError(f"precomputed candidates: the generator's sources {merged.sources} are not {self.sources}")
-            self.out.rows[lo:hi] = merged.rows
-            self.out.scores[lo:hi] = merged.scores
-            self.out.ranks[lo:hi] = merged.ranks
+            self.out.finish_batch(batch, lo, hi, merged.rows, merged.scores, merged.ranks, seconds)
             done = self._count(hi - lo)
             elapsed = time.perf_counter() - self.start
+            computed = done - self.resumed_with
             who = f" (worker {worker})" if self.done is not None else ""
-            log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left%s", done, self.n, done / elapsed, (self.n - done) * elapsed / done, who)
-        return seconds
+            log.info("precomputed candidates: %d/%d customers, %.0f/s, %.0fs left%s", done, self.n, computed / elapsed, (self.n - done) * elapsed / max(computed, 1), who)
 
     def _count(self, finished: int) -> int:
         if self.done is None:
@@ -242,11 +318,11 @@ class _Job:
             return int(self.done.value)
 
 
-def _fork_workers(job: _Job, batches: list[tuple[int, int]], workers: int) -> list[dict[str, Any]]:
+def _fork_workers(job: _Job, batches: list[tuple[int, int, int]], workers: int) -> list[dict[str, Any]]:
     """Run ``batches`` in ``workers`` forked processes (batch i goes to worker i mod workers).
 
     Returns:
-        Each worker's report: ``seconds`` per part and ``peak_rss_mb``.
+        Each worker's report: ``peak_rss_mb``.
 
     Raises:
         RuntimeError: a worker failed (its traceback is in the message) or died.
@@ -268,24 +344,15 @@ def _fork_workers(job: _Job, batches: list[tuple[int, int]], workers: int) -> li
     return reports
 
 
-def _worker(job: _Job, batches: list[tuple[int, int]], worker: int, results: Any) -> None:
+def _worker(job: _Job, batches: list[tuple[int, int, int]], worker: int, results: Any) -> None:
     """One forked worker: one thread each for BLAS and OpenMP (the workers are the parallelism)."""
     try:
         one_thread_per_library()
-        seconds = job.run(batches, worker)
-        results.put({"worker": worker, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()})
+        job.run(batches, worker)
+        results.put({"worker": worker, "peak_rss_mb": _peak_rss_mb()})
     except BaseException:
         results.put({"worker": worker, "error": traceback.format_exc()})
         raise
-
-
-def _merge_seconds(first: dict[str, float], others: list[dict[str, float]]) -> dict[str, float]:
-    """CPU-side seconds per part summed over the parent's batch and every worker's."""
-    total = dict(first)
-    for seconds in others:
-        for part, spent in seconds.items():
-            total[part] = total.get(part, 0.0) + spent
-    return total
 
 
 def _peak_rss_mb() -> float:

@@ -94,6 +94,59 @@ def test_a_failing_worker_fails_the_build(generator: CandidateGenerator, monkeyp
         PrecomputedCandidates.build(generator, DEPTH, batch_size=20, workers=2)
 
 
+def test_a_killed_build_resumes_from_its_checkpoint(generator: CandidateGenerator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A build that dies partway (a session ends during the 100x rung's 1.5-hour precompute) leaves
+    its finished batches in the checkpoint; the next build computes only the others and makes the
+    same table as one uninterrupted build."""
+    whole = PrecomputedCandidates.build(generator, DEPTH, batch_size=20)
+    checkpoint = tmp_path / "checkpoint"
+    real = generator.source_rows
+    calls: list[list[str]] = []
+
+    def dies_at_the_third_batch(users: list[str], k: int | None = None) -> dict[str, RowLists]:
+        calls.append(list(users))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(users, k)
+
+    monkeypatch.setattr(generator, "source_rows", dies_at_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=checkpoint)
+    n_batches = len(whole.rows) // 20
+    assert n_batches >= 4
+    calls.clear()
+    resumed = PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=checkpoint)
+    assert len(calls) == n_batches - 2, "the two finished batches are not computed again"
+    assert calls[0][0] == generator.history.user_index.ids[40]
+    assert resumed.computed_users == len(whole.rows) - 40
+    np.testing.assert_array_equal(resumed.rows, whole.rows)
+    np.testing.assert_array_equal(resumed.scores, whole.scores)
+    np.testing.assert_array_equal(resumed.ranks, whole.ranks)
+    # The seconds per part cover every batch, the two of the killed build included.
+    assert set(resumed.build_seconds) == set(whole.build_seconds)
+
+
+def test_a_checkpoint_of_another_layout_is_started_over(generator: CandidateGenerator, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=checkpoint)
+    deeper = PrecomputedCandidates.build(generator, DEPTH + 5, batch_size=20, checkpoint=checkpoint)
+    assert deeper.computed_users == len(deeper.rows) and deeper.depth == DEPTH + 5
+    again = PrecomputedCandidates.build(generator, DEPTH + 5, batch_size=20, checkpoint=checkpoint, workers=2)
+    assert again.computed_users == 0, "every batch of the same layout is done"
+    np.testing.assert_array_equal(again.rows, deeper.rows)
+    (checkpoint / "layout.json").write_text("{not json")
+    assert PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=checkpoint).computed_users == len(deeper.rows)
+
+
+def test_forked_workers_fill_a_checkpoint(generator: CandidateGenerator, tmp_path: Path) -> None:
+    one = PrecomputedCandidates.build(generator, DEPTH, batch_size=20)
+    two = PrecomputedCandidates.build(generator, DEPTH, batch_size=20, workers=2, checkpoint=tmp_path / "checkpoint")
+    assert isinstance(two.rows, np.memmap)
+    np.testing.assert_array_equal(two.rows, one.rows)
+    np.testing.assert_array_equal(two.ranks, one.ranks)
+    assert set(two.build_seconds) == set(one.build_seconds)
+
+
 def test_save_and_load_memory_mapped(table: PrecomputedCandidates, generator: CandidateGenerator, tmp_path: Path) -> None:
     table.save(tmp_path / "pc")
     loaded = PrecomputedCandidates.load(tmp_path / "pc")

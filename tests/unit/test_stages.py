@@ -43,6 +43,29 @@ def test_failed_stage_is_not_marked_done(shop: tuple[Path, ProjectConfig]) -> No
     assert not ok.reused
 
 
+def test_a_stage_checkpoint_outlives_a_failed_run_and_goes_with_success(shop: tuple[Path, ProjectConfig]) -> None:
+    """A long stage keeps partial work in its checkpoint folder across a killed run (a new runner
+    cleans temp outputs, not checkpoints); success or a forced run removes it."""
+    _, config = shop
+    checkpoint = StageRunner(config).checkpoint_dir("demo", {"a": 1})
+    assert checkpoint != StageRunner(config).checkpoint_dir("demo", {"a": 2})
+
+    def half_done(out: Path) -> dict[str, float]:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        (checkpoint / "batch-1").write_text("done")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        StageRunner(config).run("demo", {"a": 1}, half_done)
+    seen: list[bool] = []
+    runner = StageRunner(config)
+    runner.run("demo", {"a": 1}, lambda out: seen.append((checkpoint / "batch-1").is_file()) or {"x": 1.0})
+    assert seen == [True] and not checkpoint.exists()
+    checkpoint.mkdir()
+    StageRunner(config, force={"demo"}).run("demo", {"a": 1}, lambda out: seen.append(checkpoint.exists()) or {"x": 1.0})
+    assert seen == [True, False]
+
+
 def test_tracking_store_follows_each_config(shop: tuple[Path, ProjectConfig], tmp_path: Path) -> None:
     """Two configs in one process log to their own stores (MLflow's exported URI must not leak)."""
     import os
