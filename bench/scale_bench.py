@@ -273,6 +273,9 @@ def run_rung(
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     env["RECSYS_WORK_DIR"] = str(work)
+    # The training imports this checkout's packages, the code source_commit() records: an editable
+    # install shared with another worktree would otherwise map them to that worktree's files.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     with _environ({k: env[k] for k in ("RECSYS_SYNTHETIC_DIR", "RECSYS_WORK_DIR") if k in env}):
         config = load_config(ROOT / spec.config)  # paths in it expand these variables
         if config.work_path.resolve() != work.resolve():
