@@ -105,6 +105,7 @@ class ContentRecommender(ScoringRecommender):
             items = np.unique(np.concatenate([indices[indptr[r] : indptr[r + 1]] for r in user_rows[lo:hi]]))
             sims = E[items] @ E.T  # (group's distinct history items, n_items)
             centroids = np.zeros((hi - lo, E.shape[1]), dtype=np.float32)  # stays 0 for users without history
+            scratch = np.empty(E.shape[0], dtype=np.float32)
             for j in range(lo, hi):
                 r = user_rows[j]
                 own, w = indices[indptr[r] : indptr[r + 1]], data[indptr[r] : indptr[r + 1]]
@@ -113,7 +114,15 @@ class ContentRecommender(ScoringRecommender):
                 top = w.max()
                 w = w / top if top > 0 else np.ones_like(w)  # all 0: a model saved before weights were relative
                 centroids[j - lo] = l2_normalise((w @ E[own])[None, :])[0]
-                out[j] = (1.0 - cw) * (sims[np.searchsorted(items, own)] * w[:, None]).max(axis=0)
+                # A running max over the user's rows instead of a (history x catalogue) gather, its
+                # weighted copy and their max: 7.7 against 38 ms a user for 20-item histories over 256k
+                # items, no 50 MB temporaries at 619k; the same float32 products, so the same scores.
+                best = out[j]
+                rows = np.searchsorted(items, own)
+                np.multiply(sims[rows[0]], w[0], out=best)
+                for row, weight in zip(rows[1:], w[1:], strict=True):
+                    np.maximum(best, np.multiply(sims[row], weight, out=scratch), out=best)
+                best *= 1.0 - cw
             out[lo:hi] += cw * (centroids @ E.T)
             lo = hi
         return out + self.offset
