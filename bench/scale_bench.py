@@ -426,12 +426,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(8, 5.5))
     complete = [r for r in rungs if r.get("complete", True)]
-    x = [r["purchases"] for r in complete]
+    # Lines join the synthetic rungs (one log shape at growing sizes); a real log is its own point.
+    synthetic = [r for r in rungs if r.get("synthetic_scale") is not None]
+    real = [r for r in rungs if r.get("synthetic_scale") is None]
     for stage in [s for s in STAGE_ORDER if any(s in r["stages"] for r in rungs)]:
-        points = [(r["purchases"], r["stages"][stage]) for r in rungs if r["stages"].get(stage, 0) > 0]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=stage)
-    ax.plot(x, [r["wall_seconds"] for r in complete], marker="s", color="black", linewidth=2.5, label="total (wall)")
+        points = [(r["purchases"], r["stages"][stage]) for r in synthetic if r["stages"].get(stage, 0) > 0]
+        line = ax.plot(*zip(*points), marker="o", label=stage) if points else ax.plot([], [], marker="o", label=stage)
+        others = [(r["purchases"], r["stages"][stage]) for r in real if r["stages"].get(stage, 0) > 0]
+        if others:
+            ax.plot(*zip(*others), linestyle="none", marker="D", markerfacecolor="none", color=line[0].get_color())
+    totals = [r for r in complete if r.get("synthetic_scale") is not None]
+    ax.plot([r["purchases"] for r in totals], [r["wall_seconds"] for r in totals], marker="s", color="black", linewidth=2.5, label="total (wall)")
+    real_totals = [r for r in complete if r.get("synthetic_scale") is None]
+    if real_totals:
+        ax.plot([r["purchases"] for r in real_totals], [r["wall_seconds"] for r in real_totals], linestyle="none", marker="D", markersize=8,
+                color="black", markerfacecolor="none", label="a real log (hollow marks)")
     if rungs:  # the linear reference through the smallest rung's total, out to the largest rung
         x0, t0 = rungs[0]["purchases"], rungs[0]["wall_seconds"]
         ax.plot([x0, rungs[-1]["purchases"]], [t0, t0 * rungs[-1]["purchases"] / x0], "k:", label="linear in purchases")
