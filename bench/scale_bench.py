@@ -183,7 +183,8 @@ class TreeMemory:
     kernel has no ``smaps_rollup``, the resident set (``statm``) is read instead. A tree of one
     process (every stage but the forked precompute) reads its resident set: the kernel walks every
     page table of a process for ``smaps_rollup``, ~20% of a core at 16 GB, which slowed the 100x
-    rung's two-tower training from ~13k to ~7k examples/s on 2 cores.
+    rung's two-tower training from ~13k to ~7k examples/s on 2 cores; a forked tree is sampled
+    less often, at most ~10% of a core (the kernel's per-stage peaks are read separately).
     """
 
     def __init__(self, pid: int, every: float = 0.5):
@@ -207,9 +208,15 @@ class TreeMemory:
 
     def _run(self) -> None:
         page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-        while not self._stop.wait(self.every):
+        wait = self.every
+        while not self._stop.wait(wait):
             tree = self._tree()
+            started = time.perf_counter()
             total = sum(process_memory_mb(pid, page_mb, proportional=len(tree) > 1) for pid in tree)
+            # A forked tree's proportional sizes cost a page-table walk per process: three 9 GB
+            # processes took ~87% of a core at two samples a second, in the 100x evaluate. Waiting
+            # ten times as long as a sample took keeps the sampler under ~10% of a core.
+            wait = max(self.every, 10 * (time.perf_counter() - started))
             self.peak_mb = max(self.peak_mb, total)
             now = dt.datetime.now().isoformat(timespec="seconds")
             if not self.samples or self.samples[-1][0] != now:
