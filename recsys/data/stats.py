@@ -117,9 +117,10 @@ def ranked_user_items(
     aggregations: list[pl.Expr],
     order: list[str],
     descending: list[bool],
+    outputs: list[pl.Expr],
     max_rank: int | None = None,
 ) -> pl.DataFrame:
-    """One row per (user, item) pair with its rank among the user's items, built a block of users at a time.
+    """Per (user, item) pair, ``outputs`` computed from its rank among the user's items, a block of users at a time.
 
     Args:
         encoded: interactions with ``user_idx`` and ``item_idx`` (:attr:`TrainingData.encoded`); a
@@ -128,18 +129,22 @@ def ranked_user_items(
         aggregations: per-pair values, aliased (e.g. the last timestamp).
         order: the columns that rank a user's pairs, best first (``user_idx`` is prepended).
         descending: one flag per ``order`` column.
+        outputs: what each block keeps, over ``rank`` (uint32, 0 = best) and the aggregations;
+            per-user expressions (``.over("user_idx")``) see every pair of the user. Only these
+            columns outlive a block: the 100x history's ~19M pairs are 12 bytes each, not 28.
         max_rank: keep only ranks below it.
 
     Returns:
-        ``user_idx`` and ``item_idx`` (int32), ``rank`` (uint32, 0 = best) and the aggregated
-        columns, sorted by user then rank; the same rows as one pass over the whole log.
+        ``user_idx`` and ``item_idx`` (int32) and the outputs, sorted by user then rank; the same
+        rows as one pass over the whole log.
     """
     log = encoded.select("user_idx", "item_idx", "timestamp").with_row_index("_pos")
     counts = np.bincount(log["user_idx"].to_numpy(), minlength=n_users)
     blocks = []
     for first, end in user_blocks(counts, RANK_BLOCK_ROWS):
         ranked = (
-            log.filter(pl.col("user_idx").is_between(first, end, closed="left"))
+            log.lazy()
+            .filter(pl.col("user_idx").is_between(first, end, closed="left"))
             .group_by("user_idx", "item_idx")
             .agg(aggregations)
             .sort(["user_idx", *order], descending=[False, *descending])
@@ -147,7 +152,7 @@ def ranked_user_items(
         )
         if max_rank is not None:
             ranked = ranked.filter(pl.col("rank") < max_rank)
-        blocks.append(ranked.with_columns(pl.col("user_idx").cast(pl.Int32), pl.col("item_idx").cast(pl.Int32)))
+        blocks.append(ranked.select(pl.col("user_idx").cast(pl.Int32), pl.col("item_idx").cast(pl.Int32), *outputs).collect())
     return pl.concat(blocks, rechunk=False)
 
 

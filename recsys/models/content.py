@@ -63,19 +63,19 @@ class ContentRecommender(ScoringRecommender):
         # Items without content vectors (not in the vector file) get zero rows: they score 0.
         self.item_vectors = l2_normalise(self.vectors.aligned(data.item_index.ids, self.settings.vector))
         as_of = data.as_of
+        # Ages counted from each user's most recent item (which weighs 1), so the weights never all
+        # underflow to 0 however old the history is; scoring divides by the max, so only ratios matter.
+        age = ((pl.lit(as_of) - pl.col("last")).dt.total_seconds() / 86400.0).clip(lower_bound=0.0)
         recent = ranked_user_items(
             data.encoded,
             data.n_users,
             [pl.col("timestamp").max().alias("last")],
             ["last", "item_idx"],
             [True, False],
+            [(age - age.min().over("user_idx")).alias("age_days")],
             max_rank=self.settings.history_items,
         )
-        # Ages counted from each user's most recent item (which weighs 1), so the weights never all
-        # underflow to 0 however old the history is; scoring divides by the max, so only ratios matter.
-        age = ((pl.lit(as_of) - pl.col("last")).dt.total_seconds() / 86400.0).clip(lower_bound=0.0)
-        age_days = recent.select(age - age.min().over("user_idx")).to_series().to_numpy()
-        weights = np.power(0.5, age_days / self.settings.half_life_days).astype(np.float32)
+        weights = np.power(0.5, recent["age_days"].to_numpy() / self.settings.half_life_days).astype(np.float32)
         self.history = user_item_csr(recent, weights, data.n_users, data.n_items)
         # Cosines lie in [-1, 1]: an offset of 2 ranks every item not sold recently below every one that was.
         self.offset = np.zeros(data.n_items, dtype=np.float32)

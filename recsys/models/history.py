@@ -39,10 +39,10 @@ class HistoryRecommender(ScoringRecommender):
             [pl.col("timestamp").max().alias("last"), pl.len().alias("n"), pl.col("_pos").max().alias("pos")],
             ["last", "n", "pos"],
             [True, True, True],
+            # score = 1 + 1/(rank+1): strictly decreasing with rank, always above any popularity score.
+            [(1.0 + 1.0 / (pl.col("rank").cast(pl.Float64) + 1.0)).cast(pl.Float32).alias("score")],
         )
-        # score = 1 + 1/(rank+1): strictly decreasing with rank, always above any popularity score.
-        values = 1.0 + 1.0 / (ranked["rank"].to_numpy() + 1.0)
-        self.history = user_item_csr(ranked, values, data.n_users, data.n_items)
+        self.history = user_item_csr(ranked, ranked["score"].to_numpy(), data.n_users, data.n_items)
         return self
 
     def score_users(self, user_rows: np.ndarray) -> np.ndarray:
