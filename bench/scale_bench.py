@@ -438,7 +438,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     real = [r for r in rungs if r.get("synthetic_scale") is None]
     for stage in [s for s in STAGE_ORDER if any(s in r["stages"] for r in rungs)]:
         points = [(r["purchases"], r["stages"][stage]) for r in synthetic if r["stages"].get(stage, 0) > 0]
-        line = ax.plot(*zip(*points), marker="o", label=stage) if points else ax.plot([], [], marker="o", label=stage)
+        line = ax.plot(*(zip(*points) if points else ([], [])), marker="o", label=stage)
         others = [(r["purchases"], r["stages"][stage]) for r in real if r["stages"].get(stage, 0) > 0]
         if others:
             ax.plot(*zip(*others), linestyle="none", marker="D", markerfacecolor="none", color=line[0].get_color())

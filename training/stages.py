@@ -90,7 +90,10 @@ class StageRunner:
         Returns:
             The folder's path (not created here).
         """
-        return self.root / name / f".checkpoint-{fingerprint({'stage': name, **inputs})}"
+        return self._checkpoint_path(name, fingerprint({"stage": name, **inputs}))
+
+    def _checkpoint_path(self, name: str, fp: str) -> Path:
+        return self.root / name / f".checkpoint-{fp}"
 
     def run(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, float]]) -> StageResult:
         """Run ``fn(output_dir)`` unless an output for these exact inputs already exists.
@@ -115,7 +118,7 @@ class StageRunner:
         else:
             log.info("stage %-12s running (%s)", name, fp)
             if name in self.force:
-                shutil.rmtree(self.checkpoint_dir(name, inputs), ignore_errors=True)
+                shutil.rmtree(self._checkpoint_path(name, fp), ignore_errors=True)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             # Whatever the process held before the stage is the floor of the stage's own peak; the
@@ -133,7 +136,7 @@ class StageRunner:
                 if final.exists():
                     shutil.rmtree(final)
                 tmp.rename(final)
-                shutil.rmtree(self.checkpoint_dir(name, inputs), ignore_errors=True)
+                shutil.rmtree(self._checkpoint_path(name, fp), ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -19,7 +19,6 @@ from typing import Any, Self
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
 from recsys.config import ProjectConfig
 from recsys.content_config import RecommenderSettings

@@ -6,7 +6,6 @@ from typing import Any, Self
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
 from recsys.data.interactions import TrainingData
 from recsys.data.stats import ranked_user_items, user_item_csr
