@@ -22,6 +22,7 @@ import json
 import logging
 import mmap
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import time
@@ -150,12 +151,15 @@ class PrecomputedCandidates:
         )
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``meta.json`` and the arrays as ``.npy`` files (atomically: temp folder, then rename)."""
+        """Write ``meta.json`` and the arrays as ``.npy`` files (atomically: temp folder, then rename).
+
+        A table built in a checkpoint folder already has its arrays as whole ``.npy`` files; they
+        are hard-linked, not copied (3.6 GB for 1.2M customers), when the folders share a disk.
+        """
 
         def populate(tmp: Path) -> None:
-            np.save(tmp / "rows.npy", self.rows)
-            np.save(tmp / "scores.npy", self.scores)
-            np.save(tmp / "ranks.npy", self.ranks)
+            for name, values in (("rows", self.rows), ("scores", self.scores), ("ranks", self.ranks)):
+                _save_array(tmp / f"{name}.npy", values)
             np.save(tmp / "item_ids.npy", self.item_ids.astype(str))
             meta = {"format_version": FORMAT_VERSION, "sources": self.sources, "users_digest": self.users_digest, "depth": self.depth, "users": len(self.rows)}
             (tmp / "meta.json").write_text(json.dumps(meta))
@@ -176,6 +180,41 @@ class PrecomputedCandidates:
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ("rows", "scores", "ranks")}
         item_ids = np.load(directory / "item_ids.npy", allow_pickle=False)
         return cls(item_ids, meta["sources"], arrays["rows"], arrays["scores"], arrays["ranks"], meta["users_digest"])
+
+
+def _save_array(path: Path, values: np.ndarray) -> None:
+    """``np.save``, or a hard link to the ``.npy`` file ``values`` maps in whole (a checkpoint's array)."""
+    source = _whole_npy_file(values)
+    if source is not None:
+        values.flush()  # type: ignore[attr-defined]
+        try:
+            os.link(source, path)
+            return
+        except OSError:  # another file system, or one without hard links: copy instead
+            pass
+    np.save(path, values)
+
+
+def _whole_npy_file(values: np.ndarray) -> Path | None:
+    """The ``.npy`` file an array maps from its header to its end, or None (an in-memory array, a view)."""
+    # A view of a memmap is a memmap too, with its parent's file and offset: only the array that
+    # open_memmap made has the mmap itself as its base.
+    if not isinstance(values, np.memmap) or not isinstance(values.base, mmap.mmap) or values.filename is None:
+        return None
+    path = Path(values.filename)
+    try:
+        on_disk = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+    except (OSError, ValueError):
+        return None
+    whole = (
+        isinstance(on_disk, np.memmap)
+        and on_disk.shape == values.shape
+        and on_disk.dtype == values.dtype
+        and on_disk.offset == values.offset
+        and on_disk.flags.c_contiguous
+        and values.flags.c_contiguous
+    )
+    return path if whole else None
 
 
 def users_digest(user_ids: np.ndarray) -> str:

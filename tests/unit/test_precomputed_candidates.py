@@ -9,6 +9,7 @@ co-purchase) return the true top-k.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,28 @@ def test_save_and_load_memory_mapped(table: PrecomputedCandidates, generator: Ca
     for row in (0, len(table.rows) - 1):
         assert loaded.lookup(row, DEPTH) == table.lookup(row, DEPTH)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "no temp folder left behind"
+
+
+def test_a_checkpointed_table_is_saved_by_hard_links_and_outlives_its_checkpoint(generator: CandidateGenerator, tmp_path: Path) -> None:
+    """The arrays a checkpoint holds are linked into the saved table, not copied (GBs at 1M customers)."""
+    checkpoint = tmp_path / "checkpoint"
+    built = PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=checkpoint)
+    built.save(tmp_path / "pc")
+    for name in ("rows", "scores", "ranks"):
+        assert (tmp_path / "pc" / f"{name}.npy").stat().st_ino == (checkpoint / f"{name}.npy").stat().st_ino
+    expected = [built.lookup(row, DEPTH) for row in range(len(built.rows))]
+    shutil.rmtree(checkpoint)  # what the stage runner does once the table is saved
+    loaded = PrecomputedCandidates.load(tmp_path / "pc")
+    assert [loaded.lookup(row, DEPTH) for row in range(len(loaded.rows))] == expected
+
+
+def test_a_view_of_a_checkpoint_array_is_copied_not_linked(generator: CandidateGenerator, tmp_path: Path) -> None:
+    built = PrecomputedCandidates.build(generator, DEPTH, batch_size=20, checkpoint=tmp_path / "checkpoint")
+    half = PrecomputedCandidates(built.item_ids, built.sources, built.rows[:, :3], built.scores[:, :3], built.ranks[:, :3], built.users_digest)
+    half.save(tmp_path / "pc")
+    rows = np.load(tmp_path / "pc" / "rows.npy")
+    assert (tmp_path / "pc" / "rows.npy").stat().st_ino != (tmp_path / "checkpoint" / "rows.npy").stat().st_ino
+    np.testing.assert_array_equal(rows, np.asarray(built.rows[:, :3]))
 
 
 def test_queries_read_the_table_only_where_it_answers_them(generator: CandidateGenerator, table: PrecomputedCandidates, monkeypatch: pytest.MonkeyPatch) -> None:
