@@ -68,10 +68,17 @@ class ItemVectors:
             kind: which matrix: ``"fused"``, ``"text"`` or ``"image"``.
 
         Returns:
-            (len(item_ids), d) float32.
+            (len(item_ids), d) float32; read-only when ``item_ids`` are exactly this table's ids in
+            order (then it is the stored matrix itself, not a copy).
         """
         rows = self.index.lookup(list(item_ids))
         source = getattr(self, kind)
+        if source.dtype == np.float32 and len(rows) == len(source) and np.array_equal(rows, np.arange(len(rows))):
+            # The usual case, a window's item index being the catalogue in its order: no copy of
+            # 634 MB per kind for the 100x catalogue's 619k items, made in every fold's features.
+            view = source.view()
+            view.flags.writeable = False
+            return view
         out = np.zeros((len(rows), source.shape[1]), dtype=np.float32)
         ok = rows >= 0
         out[ok] = source[rows[ok]]

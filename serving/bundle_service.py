@@ -94,6 +94,7 @@ class BundleService:
             self.config, self.data, CandidateGenerator.load(path / "generator"), vectors,
             LambdaRankModel.load(path / "ranker"), self._encoder(), self.threads, self._precomputed(),
         )
+        self.engine.warm_up()  # at load, not in the first request
         root = bundle.manifest.get("image_root")
         self.images = ImageStore(Path(root) if root else None, bundle.manifest.get("image_template", "{item_id}.jpg"))
         self.info_columns = ItemInfoColumns.from_config(self.config, items.columns)

@@ -22,7 +22,6 @@ import json
 import logging
 import mmap
 import multiprocessing as mp
-import os
 import resource
 import shutil
 import time
@@ -33,7 +32,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from recsys.atomic import write_dir, write_text
+from recsys.atomic import link_or_copy, write_dir, write_text
 from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import Candidate, merge_rows
 from recsys.forked import one_thread_per_library
@@ -185,14 +184,11 @@ class PrecomputedCandidates:
 def _save_array(path: Path, values: np.ndarray) -> None:
     """``np.save``, or a hard link to the ``.npy`` file ``values`` maps in whole (a checkpoint's array)."""
     source = _whole_npy_file(values)
-    if source is not None:
-        values.flush()  # type: ignore[attr-defined]
-        try:
-            os.link(source, path)
-            return
-        except OSError:  # another file system, or one without hard links: copy instead
-            pass
-    np.save(path, values)
+    if source is None:
+        np.save(path, values)
+        return
+    values.flush()  # type: ignore[attr-defined]
+    link_or_copy(source, path)  # the checkpoint is removed, never rewritten, once the table is saved
 
 
 def _whole_npy_file(values: np.ndarray) -> Path | None:
