@@ -280,7 +280,7 @@ def build_item_table(
         rows = data.item_index.lookup(mean["item_id"].to_list())
         ok = rows >= 0
         price[rows[ok]] = mean["price"].to_numpy()[ok]
-    pop = {f"pop_{d}d": item_counts(data.interactions, data.item_index, data.as_of, d) for d in (1, 3, 7)}
+    pop = {f"pop_{d}d": item_counts(data, d) for d in (1, 3, 7)}
     # Trend: last day's sales against the 7-day daily average (>1 = rising).
     pop["trend"] = (pop["pop_1d"] + 1.0) / (pop["pop_7d"] / 7.0 + 1.0)
     ids = data.item_index.ids

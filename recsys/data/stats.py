@@ -8,34 +8,29 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.data.interactions import IdIndex
+from recsys.data.interactions import TrainingData
 
 
-def item_counts(
-    interactions: pl.DataFrame, item_index: IdIndex, as_of: dt.datetime | None = None, days: int | None = None
-) -> np.ndarray:
-    """Interaction counts per item row, optionally only in the ``days`` before ``as_of``.
+def item_counts(data: TrainingData, days: int | None = None) -> np.ndarray:
+    """Interaction weights summed per item row of the window, optionally only its last ``days`` days.
+
+    A weighted ``bincount`` of the encoded rows: a group-by on the item id strings held a 1.8 GB
+    transient on the 100x rung's 20.6M-row window, and every model's fit counts the window.
 
     Args:
-        interactions: canonical interactions.
-        item_index: the item universe (rows of the result).
-        as_of: end of the window (exclusive); required when ``days`` is given.
-        days: window length in days; None counts everything.
+        data: the window (its rows before ``data.as_of``).
+        days: count only rows in the ``days`` days before ``as_of``; None counts every row.
 
     Returns:
-        float64 array of length ``len(item_index)``.
+        float64 array of length ``data.n_items``.
     """
-    frame = interactions
+    frame = data.encoded
     if days is not None:
-        if as_of is None:
-            raise ValueError("item_counts needs as_of when days is given")
-        frame = frame.filter(pl.col("timestamp") >= as_of - dt.timedelta(days=days), pl.col("timestamp") < as_of)
-    grouped = frame.group_by("item_id").agg(pl.col("weight").sum().alias("n"))
-    rows = item_index.lookup(grouped["item_id"].to_list())
-    counts = np.zeros(len(item_index), dtype=np.float64)
-    ok = rows >= 0
-    np.add.at(counts, rows[ok], grouped["n"].to_numpy()[ok])
-    return counts
+        frame = frame.filter(pl.col("timestamp") >= data.as_of - dt.timedelta(days=days), pl.col("timestamp") < data.as_of)
+    frame = frame.select("item_idx", "weight").drop_nulls("item_idx")
+    rows = frame["item_idx"].to_numpy()
+    weights = frame["weight"].cast(pl.Float64).to_numpy()
+    return np.bincount(rows, weights=weights, minlength=data.n_items).astype(np.float64, copy=False)
 
 
 def popularity_scores(counts: np.ndarray, tie_breaker: np.ndarray | None = None) -> np.ndarray:

@@ -214,8 +214,8 @@ class ScoringRecommender(Recommender):
         """Set indexes, the seen matrix and a recent-popularity fallback from training data."""
         self.user_index, self.item_index = data.user_index, data.item_index
         self.seen = data.user_items
-        recent = item_counts(data.interactions, data.item_index, data.as_of, fallback_days)
-        self.fallback_scores = popularity_scores(recent, tie_breaker=item_counts(data.interactions, data.item_index))
+        recent = item_counts(data, fallback_days)
+        self.fallback_scores = popularity_scores(recent, tie_breaker=item_counts(data))
 
     def _common_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -79,7 +79,7 @@ class ContentRecommender(ScoringRecommender):
         # Cosines lie in [-1, 1]: an offset of 2 ranks every item not sold recently below every one that was.
         self.offset = np.zeros(data.n_items, dtype=np.float32)
         if self.settings.recent_days:
-            sold = item_counts(data.interactions, data.item_index, data.as_of, self.settings.recent_days) > 0
+            sold = item_counts(data, self.settings.recent_days) > 0
             self.offset[~sold] = -2.0
         return self
 
