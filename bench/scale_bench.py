@@ -394,14 +394,19 @@ def markdown(results: dict[str, Any]) -> str:
         else:
             cells = [f"{r['stages'][s]:,.0f}" if s in r["stages"] else "" for s in stages]
         total = f"{r['wall_seconds']:,.0f}" if r.get("complete", True) else f"stopped at {r['wall_seconds']:,.0f}"
-        if r.get("parts", 1) > 1:
+        if r.get("stage_sum_of_runs"):  # stages re-run with fixes: the total is their sum, not one run's wall
+            total += f" (stage sum, {r['stage_sum_of_runs']} runs)"
+        elif r.get("parts", 1) > 1:
             total += f" ({r['parts']} parts)"
+        cpu = f"{r['cpu_seconds']:,.0f}" if r.get("cpu_seconds") is not None else "n/a"
         lines.append(
             f"| {r['rung']} | {r['purchases']:,} | {r['customers']:,} | {r['items']:,} | " + " | ".join(cells)
-            + f" | {total} | {r['cpu_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+            + f" | {total} | {cpu} | {r['peak_rss_mb']:,.0f} |"
         )
     if any(r.get("parts", 1) > 1 for r in rungs):
         lines += ["", "A rung trained in *N parts* was resumed (`--resume`): stages finished in an earlier part were reused with the seconds and peak they took then, and its total, CPU and peak cover every part."]
+    if any(r.get("stage_sum_of_runs") for r in rungs):
+        lines += ["", "A *stage sum* rung had stages re-run with fixes (`recsys train --force`) on its work dir: every stage is listed with its last run, the total is the sum of those stages, and no CPU total covers exactly them (n/a)."]
     if any(not r.get("complete", True) for r in rungs):
         lines += ["", "A rung *stopped at* N s was stopped before its end (`--max-seconds`, or by hand as its note says): its row has the stages it finished; CPU and memory are up to the stop."]
     lines += [f"- {r['rung']}: {r['note']}" for r in rungs if r.get("note")]

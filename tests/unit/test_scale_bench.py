@@ -151,6 +151,15 @@ def test_report_writes_the_table_plot_and_only_its_readme_section(rung: dict, tm
     assert (tmp_path / "scale.md").read_text() == text
 
 
+def test_a_rung_with_re_run_stages_shows_their_sum_and_no_cpu_total(rung: dict) -> None:
+    """A record merged from stages re-run with fixes must not pass its stage sum off as one run's wall and CPU."""
+    merged = {**rung, "wall_seconds": sum(rung["stages"].values()), "cpu_seconds": None, "stage_sum_of_runs": 3}
+    text = scale_bench.markdown({"machine": "test", "rungs": {"shop": merged}})
+    row = next(line for line in text.splitlines() if line.startswith("| shop |"))
+    assert "(stage sum, 3 runs) | n/a |" in row
+    assert "*stage sum*" in text
+
+
 def test_the_ladder_spec_is_valid_and_names_real_configs() -> None:
     spec = scale_bench.ScaleSpec.model_validate(yaml.safe_load((scale_bench.ROOT / "bench" / "scale_bench.yaml").read_text()))
     assert [n for n, r in spec.rungs.items() if not r.default] == ["hm_x100"]
