@@ -65,6 +65,7 @@ class PrecomputedCandidates:
         self.build_seconds: dict[str, float] = {}  # per source and "fusion", set by :meth:`build`
         self.worker_peak_rss_mb = 0.0  # the largest forked worker's peak resident set (its pages shared with the parent included)
         self.computed_users = 0  # customers :meth:`build` computed (a resumed build: those its checkpoint lacked)
+        self.checkpoint: Path | None = None  # the folder whose .npy files are rows, scores and ranks (set by :meth:`build`)
 
     @property
     def depth(self) -> int:
@@ -118,6 +119,7 @@ class PrecomputedCandidates:
         table.build_seconds = seconds
         table.worker_peak_rss_mb = max(peaks, default=0.0)
         table.computed_users = n - job.resumed_with
+        table.checkpoint = checkpoint
         return table
 
     def lookup(self, user_row: int, size: int) -> list[Candidate]:
@@ -152,13 +154,17 @@ class PrecomputedCandidates:
     def save(self, directory: str | Path) -> Path:
         """Write ``meta.json`` and the arrays as ``.npy`` files (atomically: temp folder, then rename).
 
-        A table built in a checkpoint folder already has its arrays as whole ``.npy`` files; they
-        are hard-linked, not copied (3.6 GB for 1.2M customers), when the folders share a disk.
+        A table built in a checkpoint folder already has its arrays there as ``.npy`` files (flushed
+        batch by batch); they are hard-linked, not copied (3.6 GB for 1.2M customers), when the
+        folders share a disk.
         """
 
         def populate(tmp: Path) -> None:
             for name, values in (("rows", self.rows), ("scores", self.scores), ("ranks", self.ranks)):
-                _save_array(tmp / f"{name}.npy", values)
+                if self.checkpoint is not None:  # the checkpoint is removed, never rewritten, once the table is saved
+                    link_or_copy(self.checkpoint / f"{name}.npy", tmp / f"{name}.npy")
+                else:
+                    np.save(tmp / f"{name}.npy", values)
             np.save(tmp / "item_ids.npy", self.item_ids.astype(str))
             meta = {"format_version": FORMAT_VERSION, "sources": self.sources, "users_digest": self.users_digest, "depth": self.depth, "users": len(self.rows)}
             (tmp / "meta.json").write_text(json.dumps(meta))
@@ -179,38 +185,6 @@ class PrecomputedCandidates:
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ("rows", "scores", "ranks")}
         item_ids = np.load(directory / "item_ids.npy", allow_pickle=False)
         return cls(item_ids, meta["sources"], arrays["rows"], arrays["scores"], arrays["ranks"], meta["users_digest"])
-
-
-def _save_array(path: Path, values: np.ndarray) -> None:
-    """``np.save``, or a hard link to the ``.npy`` file ``values`` maps in whole (a checkpoint's array)."""
-    source = _whole_npy_file(values)
-    if source is None:
-        np.save(path, values)
-        return
-    values.flush()  # type: ignore[attr-defined]
-    link_or_copy(source, path)  # the checkpoint is removed, never rewritten, once the table is saved
-
-
-def _whole_npy_file(values: np.ndarray) -> Path | None:
-    """The ``.npy`` file an array maps from its header to its end, or None (an in-memory array, a view)."""
-    # A view of a memmap is a memmap too, with its parent's file and offset: only the array that
-    # open_memmap made has the mmap itself as its base.
-    if not isinstance(values, np.memmap) or not isinstance(values.base, mmap.mmap) or values.filename is None:
-        return None
-    path = Path(values.filename)
-    try:
-        on_disk = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
-    except (OSError, ValueError):
-        return None
-    whole = (
-        isinstance(on_disk, np.memmap)
-        and on_disk.shape == values.shape
-        and on_disk.dtype == values.dtype
-        and on_disk.offset == values.offset
-        and on_disk.flags.c_contiguous
-        and values.flags.c_contiguous
-    )
-    return path if whole else None
 
 
 def users_digest(user_ids: np.ndarray) -> str:

@@ -30,7 +30,7 @@ def item_counts(data: TrainingData, days: int | None = None) -> np.ndarray:
     frame = frame.select("item_idx", "weight").drop_nulls("item_idx")
     rows = frame["item_idx"].to_numpy()
     weights = frame["weight"].cast(pl.Float64).to_numpy()
-    return np.bincount(rows, weights=weights, minlength=data.n_items).astype(np.float64, copy=False)
+    return np.bincount(rows, weights=weights, minlength=data.n_items)  # float64, as weighted bincounts are
 
 
 def popularity_scores(counts: np.ndarray, tie_breaker: np.ndarray | None = None) -> np.ndarray:
