@@ -131,6 +131,21 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0, dtype=np.float64)
 
 
+def _writable_scores(scores: np.ndarray) -> np.ndarray:
+    """A block of scores this process may overwrite (seen items become -inf), in float32 or float64.
+
+    float32 scores stay float32: widening is exact, so it changes no order, and the float64 copy
+    of a 54-user block over the 100x rung's 619k items cost as much as scoring it. Other dtypes
+    become float64; a view or a read-only array is copied.
+    """
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        return scores.astype(np.float64)
+    if not (scores.flags.owndata and scores.flags.writeable):
+        return scores.copy()
+    return scores
+
+
 class ScoringRecommender(Recommender):
     """A recommender that scores every item for a user; top-k, seen-filtering and fallback are shared.
 
@@ -191,14 +206,14 @@ class ScoringRecommender(Recommender):
         step = max(1, min(batch_size, SCORE_BLOCK_FLOATS // max(len(self.item_index), 1)))
         for start in range(0, len(known), step):
             pos = known[start : start + step]
-            scores = np.array(self.score_users(rows[pos]), dtype=np.float64)
+            scores = _writable_scores(self.score_users(rows[pos]))
             if exclude_seen:
                 for j, items in enumerate(self.seen_rows(rows[pos])):
                     scores[j, items] = -np.inf
             top = top_k_indices(scores, k)
             for j, p in enumerate(pos):
                 keep = top[j][np.isfinite(scores[j, top[j]])]
-                out_rows[p], out_scores[p] = keep.astype(np.int64, copy=False), scores[j, keep]
+                out_rows[p], out_scores[p] = keep.astype(np.int64, copy=False), scores[j, keep].astype(np.float64)
         unknown = np.flatnonzero(rows < 0)
         if len(unknown):
             top = top_k_indices(self.fallback_scores, k).astype(np.int64, copy=False)

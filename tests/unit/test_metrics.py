@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from recsys.evaluation import metrics
 from recsys.evaluation.metrics import (
     average_precision_at_k,
     catalogue_coverage,
@@ -70,6 +71,32 @@ def test_top_k_breaks_ties_by_lower_index() -> None:
     batch = np.array([[1.0, 1.0, 1.0], [0.0, 2.0, 2.0]])
     assert top_k_indices(batch, 2).tolist() == [[0, 1], [1, 2]]
     assert top_k_indices(scores, 10).tolist() == [1, 3, 0, 2, 4]
+
+
+def _reference_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Best first, ties by lower index, NaN last: a full stable sort of every row."""
+    keyed = np.where(np.isnan(scores), -np.inf, scores)
+    return np.stack([np.lexsort((np.arange(len(row)), np.isnan(raw), -row))[:k] for row, raw in zip(keyed, scores)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_on_large_blocks_matches_a_full_sort(dtype: type) -> None:
+    # Large blocks take the torch.topk partition: it must pick the same items, in the same order,
+    # as the small-block path, including ties at the k-th score, -inf (seen items) and NaN.
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((8, 2**17)), 2).astype(dtype)  # two decimals: many ties
+    assert scores.size >= metrics.TORCH_TOPK_MIN_SCORES
+    scores[1, :1000] = -np.inf
+    scores[3] = 0.5  # every score tied
+    expected = _reference_top_k(scores, 100)
+    assert np.array_equal(top_k_indices(scores, 100), expected)
+    with_nan = scores.copy()
+    with_nan[2, rng.choice(2**17, 50, replace=False)] = np.nan  # such a block is partitioned by numpy
+    assert np.array_equal(top_k_indices(with_nan, 100), _reference_top_k(with_nan, 100))
+    read_only = scores.copy()
+    read_only.flags.writeable = False
+    assert np.array_equal(top_k_indices(read_only, 100), expected)
+    assert np.array_equal(top_k_indices(scores[4], 100), expected[4])  # one row is the small path
 
 
 def test_coverage_and_novelty() -> None:
