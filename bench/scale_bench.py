@@ -61,6 +61,8 @@ class RungSpec(BaseModel):
     config: str
     synthetic_scale: float | None = Field(default=None, gt=0)
     default: bool = True
+    target_seconds: float | None = Field(default=None, gt=0, description="the rung's time budget, drawn on its stage profile")
+    target_memory_mb: float | None = Field(default=None, gt=0, description="the rung's memory budget, drawn on its memory plots")
 
 
 class ScaleSpec(BaseModel):
@@ -510,14 +512,68 @@ def plot_memory(memory_csv: Path, train_log: Path, title: str, path: Path) -> No
     save_figure(fig, path)
 
 
-def write_report(results: dict[str, Any], results_dir: Path, readme: Path) -> str:
-    """Write scale.md, the plot and the README section (between the scale markers)."""
+def plot_stage_profile(record: dict[str, Any], path: Path, spec: RungSpec | None = None) -> None:
+    """Seconds and peak resident memory of each stage as bars, with the rung's targets drawn.
+
+    A *stage sum* record's stages come from several runs (some re-run with fixes), so no single
+    memory timeline shows them: this plot shows each stage's own last run instead.
+
+    Args:
+        record: a rung's record with ``stages`` and ``stage_peak_rss_mb``.
+        path: the PNG to write.
+        spec: the rung's spec (``target_seconds``, ``target_memory_mb``), or None for no target lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in STAGE_ORDER if s in record.get("stages", {})]
+    if not stages:
+        return
+    seconds = [record["stages"][s] for s in stages]
+    peaks = [record.get("stage_peak_rss_mb", {}).get(s, 0.0) for s in stages]  # MB, as the tables
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(stages) + 1.8), sharey=True)
+    y = list(range(len(stages)))[::-1]  # the first stage on top
+    left.barh(y, [t / 3600 for t in seconds], color="tab:blue")
+    total = sum(seconds)
+    left.set(xlabel="hours", title=f"stage time (sum {total / 3600:.2f} h)")
+    right.barh(y, peaks, color="tab:orange")
+    right.set(xlabel="peak resident memory (MB)", title="stage peak memory")
+    if spec is not None and spec.target_seconds:
+        left.text(0.98, 0.02, f"target: the sum within {spec.target_seconds / 3600:g} h", transform=left.transAxes, ha="right", fontsize=8)
+    if spec is not None and spec.target_memory_mb:
+        right.axvline(spec.target_memory_mb, color="red", linestyle="--", label=f"target {spec.target_memory_mb:,.0f} MB")
+        right.legend(fontsize=8, loc="lower right")
+    left.set_yticks(y, stages)
+    for ax in (left, right):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"recsys train on {record['rung']}: each stage's last run ({record.get('stage_sum_of_runs', 1)} runs)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_report(results: dict[str, Any], results_dir: Path, readme: Path, spec: ScaleSpec | None = None) -> str:
+    """Write scale.md, the plots and the README section (between the scale markers).
+
+    Args:
+        results: the results file's content.
+        results_dir: where scale.md and the plots go.
+        readme: the README whose scale section is replaced.
+        spec: the ladder spec (rung targets on the plots), or None.
+
+    Returns:
+        The markdown section.
+    """
     text = markdown(results)
     (results_dir / "scale.md").write_text(text)
     plot(results, results_dir / PLOT)
     for record in results["rungs"].values():
+        rung_spec = spec.rungs.get(record["rung"]) if spec is not None else None
         work = Path(record.get("log", "")).parent
-        if (work / MEMORY_CSV).is_file() and Path(record["log"]).is_file():
+        if record.get("stage_sum_of_runs"):
+            plot_stage_profile(record, results_dir / memory_plot(record["rung"]), rung_spec)
+        elif (work / MEMORY_CSV).is_file() and Path(record["log"]).is_file():
             plot_memory(work / MEMORY_CSV, Path(record["log"]), f"recsys train on {record['rung']}: resident memory by stage", results_dir / memory_plot(record["rung"]))
     replace_readme_section(readme, START, END, text)
     return text
@@ -550,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             results["rungs"][name] = run_rung(name, spec.rungs[name], args.work_root, args.resume, args.max_seconds, results["rungs"].get(name))
             write_json(args.out, results)  # after every rung: a stopped ladder keeps what it measured
-    print(write_report(results, args.out.parent, ROOT / "README.md"))
+    print(write_report(results, args.out.parent, ROOT / "README.md", spec))
     failed = [n for n in names if results["rungs"].get(n, {}).get("returncode", 0) != 0]
     return 1 if failed and not args.report else 0
 

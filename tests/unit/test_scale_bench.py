@@ -160,6 +160,27 @@ def test_a_rung_with_re_run_stages_shows_their_sum_and_no_cpu_total(rung: dict) 
     assert "*stage sum*" in text
 
 
+def test_a_stage_sum_rung_is_plotted_stage_by_stage_with_its_targets(rung: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its stages come from several runs, so its plot is each stage's seconds and peak, not one run's timeline."""
+    merged = {**rung, "stage_sum_of_runs": 3, "stage_peak_rss_mb": {s: 1000.0 + i for i, s in enumerate(rung["stages"])}}
+    spec = scale_bench.ScaleSpec(rungs={"shop": scale_bench.RungSpec(config="configs/hm.yaml", target_seconds=3600, target_memory_mb=1500)})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{scale_bench.START}\n{scale_bench.END}\n")
+    drawn: list[tuple[str, float | None]] = []
+    original = scale_bench.plot_stage_profile
+
+    def spy(record: dict, path: Path, rung_spec: scale_bench.RungSpec | None = None) -> None:
+        drawn.append((record["rung"], rung_spec.target_memory_mb if rung_spec else None))
+        original(record, path, rung_spec)
+
+    monkeypatch.setattr(scale_bench, "plot_stage_profile", spy)
+    scale_bench.write_report({"machine": "test", "rungs": {"shop": merged}}, tmp_path, readme, spec)
+    assert drawn == [("shop", 1500)], "a stage-sum rung gets the stage profile with its targets, not the timeline"
+    assert (tmp_path / scale_bench.memory_plot("shop")).stat().st_size > 10_000
+    with pytest.raises(ValueError):
+        scale_bench.RungSpec(config="configs/hm.yaml", target_memory_mb=0)
+
+
 def test_the_ladder_spec_is_valid_and_names_real_configs() -> None:
     spec = scale_bench.ScaleSpec.model_validate(yaml.safe_load((scale_bench.ROOT / "bench" / "scale_bench.yaml").read_text()))
     assert [n for n, r in spec.rungs.items() if not r.default] == ["hm_x100"]
