@@ -232,12 +232,13 @@ class RankingFeatures:
         missing = [np.full(n, MISSING)] * 3
         if not len(hist):
             return missing
-        hv = vectors[hist]
-        if image:
+        if image:  # only photographed history items are gathered: a text-only catalogue never reads its zero image rows
             keep = self.items.has_image[hist]
-            hv, rec = hv[keep], recency[keep]
+            if not keep.any():
+                return missing
+            hv, rec = vectors[hist[keep]], recency[keep]
         else:
-            rec = recency
+            hv, rec = vectors[hist], recency
         if not len(hv):
             return missing
         cv = vectors[rows]
@@ -286,7 +287,10 @@ def build_item_table(
     ids = data.item_index.ids
     if vectors is not None:
         content = {k: vectors.aligned(ids, k) for k in CONTENT_KINDS}
-        has_image = np.asarray(vectors.aligned(ids, "image").any(axis=1), dtype=bool)
+        # The stored flags, not a scan of the image matrix: at the 100x rung that scan mapped its
+        # 634 MB of (all-zero, text-only catalogue) rows into every stage that builds features.
+        rows = vectors.index.lookup(list(ids))
+        has_image = np.where(rows >= 0, np.asarray(vectors.has_image, dtype=bool)[np.maximum(rows, 0)], False)
     else:
         content = {k: np.zeros((len(ids), 1), dtype=np.float32) for k in CONTENT_KINDS}
         has_image = np.zeros(len(ids), dtype=bool)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from features.ranking import (
+    MISSING,
     CandidateSet,
     RankingFeatures,
     UserStateLookup,
@@ -109,3 +110,35 @@ def test_anonymous_visitor_gets_features(setup: tuple[TrainingData, RankingFeatu
     assert np.isnan(col["score_als"]).all()  # no user vector for a visitor unless one is folded in
     empty = feats.compute([anonymous_state([])], [_candidates(data, "")])
     assert np.isnan(empty[:, feats.feature_names.index("sim_fused_centroid")]).all()
+
+
+class _Unreadable(np.ndarray):
+    """A matrix that fails the test when any value of it is read (gathered, reduced or compared)."""
+
+    def __getitem__(self, key: object) -> None:
+        raise AssertionError("a text-only catalogue's image matrix was read")
+
+    def __array_ufunc__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a text-only catalogue's image matrix was read")
+
+
+def test_a_text_only_catalogue_never_reads_its_image_matrix(setup: tuple[TrainingData, RankingFeatures, ItemVectors]) -> None:
+    # Its image rows are all zero; reading them mapped 634 MB per stage at the 100x rung for nothing.
+    data, _, vectors = setup
+    n = len(vectors.item_ids)
+    text_only = ItemVectors(vectors.item_ids, np.zeros_like(vectors.image).view(_Unreadable), vectors.text, vectors.text, np.zeros(n, dtype=bool), "test")
+    table = build_item_table(data, ["product_type", "colour"], text_only, {})
+    assert not table.has_image.any()
+    feats = RankingFeatures(table, {}, ["age"], ["history"])
+    user = data.user_index.ids[0]
+    x = feats.compute(user_states(data, [user], ["age"], {}), [_candidates(data, user)])
+    names = feats.feature_names
+    image = x[:, [names.index(f"sim_image_{s}") for s in ("centroid", "last", "max_recent")]]
+    assert np.all(np.isnan(image)) and np.isnan(MISSING), "no photographed item: the image similarities are missing"
+
+
+def test_has_image_comes_from_the_stored_flags(setup: tuple[TrainingData, RankingFeatures, ItemVectors]) -> None:
+    data, _, vectors = setup
+    table = build_item_table(data, ["product_type", "colour"], vectors, {})
+    expected = np.asarray([bool(vectors.image[vectors.index.lookup([i])[0]].any()) for i in data.item_index.ids])
+    assert np.array_equal(table.has_image, expected) and expected.any() and not expected.all()
