@@ -104,7 +104,7 @@ class CandidateGenerator(Recommender):
                 two_tower = TwoTowerRecommender.from_config(p).fit(data)
             self.two_tower = two_tower
             self.tower_index = tower_index or ItemIndex.build(two_tower.item_index.ids, two_tower.item_vectors, self.index_config)
-            _share_item_vectors(two_tower, self.tower_index)
+            share_item_vectors(two_tower, self.tower_index)
         if "same_product" in wanted:
             column = c.product_column
             if column in data.items.columns:
@@ -376,13 +376,19 @@ def _saved_index(directory: Path, item_ids: np.ndarray) -> ItemIndex | None:
     return index
 
 
-def _share_item_vectors(tower: TwoTowerRecommender, index: ItemIndex) -> None:
+def share_item_vectors(tower: TwoTowerRecommender, index: ItemIndex) -> None:
     """Let the tower read its item vectors from an exact index's own storage: one matrix, not two.
 
     A flat FAISS index keeps its own copy of what it was built from (1.1 GB at the 100x rung's
     619k items). The freshly fitted tower's array is swapped for a read-only view of that copy,
     only where the two are equal; an approximate index stores other vectors (norm-augmented
     rows), so both stay. A loaded tower keeps its memory-mapped file (shared by server workers).
+    Called as soon as the index is built (``training.retrieval.fit_retrieval``), so the two
+    copies are never both alive through the other sources' fits; again (a no-op then) here.
+
+    Args:
+        tower: the fitted two-tower.
+        index: an index built over its item vectors.
     """
     if index.kind != "exact":
         return

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from features.content.standin import build_standin_vectors
+from recsys.candidates.generator import CandidateGenerator
 from recsys.candidates.merge import merge
 from recsys.config import ProjectConfig
 from recsys.data import TrainingData, load_dataset, split_by_time
+from recsys.index.faiss_index import ItemIndex
+from recsys.two_tower.recommender import TwoTowerRecommender
 from recsys.vectors import ItemVectors
 from tests.conftest import make_shop, shop_config
 from training import retrieval
@@ -159,6 +162,8 @@ def test_batch_only_fit_builds_flat_indexes_with_the_same_batch_lists(
     batch = fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs, batch_only=True)
     assert batch.generator.tower_index is not None and batch.generator.tower_index.kind == "exact"
     assert batch.generator.content_index.kind == "exact"
+    stored = batch.generator.tower_index.stored_vectors()
+    assert batch.two_tower.item_vectors.ctypes.data == stored.ctypes.data, "the tower reads the flat index's matrix: one copy"
     # Same data, same seeds: a batch of users (searched exactly either way) gets the same candidates.
     same = fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs)
     users = data.user_index.ids[:25].tolist()
@@ -172,6 +177,25 @@ def test_batch_only_fit_builds_flat_indexes_with_the_same_batch_lists(
     }
     others = np.setdiff1d(np.arange(data.n_users), data.user_index.lookup(users))
     assert not label_only.generator.two_tower.user_vectors[others].any()
+
+
+def test_a_batch_fit_shares_the_tower_matrix_before_the_generator_fits(
+    world: tuple[ProjectConfig, TrainingData, ItemVectors], equal: RetrievalFit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tower's own copy of its item vectors must be gone before the other sources fit (a label fold's peak at 100x)."""
+    config, data, vectors = world
+    shared_at_fit: list[bool] = []
+    original = CandidateGenerator.fit
+
+    def spy(self: CandidateGenerator, data: TrainingData, **kwargs: object) -> CandidateGenerator:
+        tower, index = kwargs["two_tower"], kwargs["tower_index"]
+        assert isinstance(tower, TwoTowerRecommender) and isinstance(index, ItemIndex)
+        shared_at_fit.append(tower.item_vectors.ctypes.data == index.stored_vectors().ctypes.data)
+        return original(self, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CandidateGenerator, "fit", spy)
+    fit_retrieval(config, data, vectors, two_tower_epochs=equal.two_tower.train_result.epochs, batch_only=True)
+    assert shared_at_fit == [True]
 
 
 def test_vector_users_must_be_users_of_the_window(world: tuple[ProjectConfig, TrainingData, ItemVectors]) -> None:
