@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,13 @@ def test_fit_reports_training_and_validation(fitted: TwoTowerRecommender) -> Non
     assert "val_recall_at_10" in v.history[0]
     assert fitted.train_result.epochs == v.best_epoch, "the refit runs the best epoch count"
     assert fitted.user_vectors.shape == (fitted.spec.n_users, fitted.tower.output_dim)
+
+
+def test_training_leaves_no_in_backward_optimizer_behind(fitted: TwoTowerRecommender) -> None:
+    """torch's in-backward optimizer registry kept every run's embedding tables alive (~0.9 GB per run at 100x)."""
+    registry = importlib.import_module("torch.distributed.optim.apply_optimizer_in_backward")
+    assert fitted.train_result is not None, "two training runs happened (early stopping, then the refit)"
+    assert len(registry.param_to_acc_grad_map) == 0 and len(registry.param_to_optim_hook_handle_map) == 0
 
 
 def test_save_load_round_trip(fitted: TwoTowerRecommender, world: tuple[ProjectConfig, TrainingData], tmp_path: Path) -> None:
