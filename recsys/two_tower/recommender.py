@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys.config import ALSConfig, ConfigError, ProjectConfig, TwoTowerConfig
+from recsys.config import ALSConfig, ConfigError, IndexConfig, ProjectConfig, TwoTowerConfig
 from recsys.data.interactions import TrainingData
 from recsys.data.sampling import sample_users
 from recsys.index.faiss_index import SCREEN_MAX_HITS
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 USER_BATCH = 4096  # users per user-tower forward pass
 USER_CHUNK = 32 * USER_BATCH  # users whose queries are built at once when every user gets a vector
 SCREEN_MIN_USERS = 512  # top_rows for at least this many known users uses the screened exact search
-SCREEN_RANK = 128  # its cold subspace (as ``retrieval.index.screen_rank``'s default)
+SCREEN_RANK = IndexConfig.model_fields["screen_rank"].default  # its cold subspace: the batch index's default
 SCREEN_BLOCK = 4096  # users per screened search
 
 
@@ -328,31 +328,24 @@ class TwoTowerRecommender(ScoringRecommender):
         search = self._screened_search() if len(known) >= SCREEN_MIN_USERS else None
         if search is None:
             return super().top_rows(user_ids, k, exclude_seen, batch_size)
-        out_rows: list[np.ndarray] = [np.zeros(0, np.int64)] * len(rows)
-        out_scores: list[np.ndarray] = [np.zeros(0, np.float64)] * len(rows)
         ids = list(user_ids)
-        rest = np.flatnonzero(rows < 0)
+        unknown = np.flatnonzero(rows < 0)
+        # Unknown users' fallback lists from the shared path; known users' lists replace theirs below.
+        out_rows, out_scores = super().top_rows([ids[p] for p in unknown], k) if len(unknown) else ([], [])
+        out_rows, out_scores = _scatter(len(rows), unknown, out_rows), _scatter(len(rows), unknown, out_scores)
         for start in range(0, len(known), SCREEN_BLOCK):
             pos = known[start : start + SCREEN_BLOCK]
-            if self.__dict__.get("_screen_off"):  # the screen stopped paying: the plain path for the rest
-                rest = np.concatenate([rest, known[start:]])
-                break
             seen = self.seen_rows(rows[pos]) if exclude_seen else None
             depth = k + (max((len(s) for s in seen), default=0) if seen is not None else 0)
             found, scores = search.search(self.user_vectors[rows[pos]], depth)
-            if search.hits_per_query > SCREEN_MAX_HITS:
-                log.info("two-tower top_rows: %.0f never-bought items rescored per user (> %d): screening off", search.hits_per_query, SCREEN_MAX_HITS)
-                self.__dict__["_screen_off"] = True
             for j, p in enumerate(pos):
                 keep = (found[j] >= 0) & np.isfinite(scores[j])
                 if seen is not None and len(seen[j]):
                     keep &= ~np.isin(found[j], seen[j])
                 out_rows[p], out_scores[p] = found[j][keep][:k], scores[j][keep][:k].astype(np.float64)
-        if len(rest):
-            rest = np.sort(rest)
-            plain_rows, plain_scores = super().top_rows([ids[p] for p in rest], k, exclude_seen, batch_size)
-            for p, r, sc in zip(rest, plain_rows, plain_scores):
-                out_rows[p], out_scores[p] = r, sc
+        if search.hits_per_query > SCREEN_MAX_HITS:  # still exact, but slower than scoring every item: not again
+            log.info("two-tower top_rows: %.0f never-bought items rescored per user (> %d): screening off", search.hits_per_query, SCREEN_MAX_HITS)
+            self.__dict__["_screen_cache"] = (self.item_vectors, None)
         return out_rows, out_scores
 
     def _screened_search(self) -> ScreenedSearch | None:
@@ -362,7 +355,6 @@ class TwoTowerRecommender(ScoringRecommender):
             warm = np.bincount(self.seen.indices, minlength=len(self.item_vectors)) > 0
             cache = (self.item_vectors, ScreenedSearch.build(self.item_vectors, warm, SCREEN_RANK))
             self.__dict__["_screen_cache"] = cache
-            self.__dict__.pop("_screen_off", None)
         return cache[1]
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -384,6 +376,14 @@ class TwoTowerRecommender(ScoringRecommender):
         state = {k.removeprefix("tower."): torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("tower.")}
         model.tower.load_state_dict(state)
         return model
+
+
+def _scatter(n: int, positions: np.ndarray, values: list[np.ndarray]) -> list[np.ndarray]:
+    """A list of ``n`` empty arrays with ``values`` placed at ``positions``."""
+    out: list[np.ndarray] = [np.zeros(0)] * n
+    for p, v in zip(positions, values):
+        out[p] = v
+    return out
 
 
 def _feature_settings(saved: dict[str, Any]) -> dict[str, Any]:
