@@ -62,7 +62,7 @@ class RungSpec(BaseModel):
     synthetic_scale: float | None = Field(default=None, gt=0)
     default: bool = True
     target_seconds: float | None = Field(default=None, gt=0, description="the rung's time budget, drawn on its stage profile")
-    target_memory_mb: float | None = Field(default=None, gt=0, description="the rung's memory budget, drawn on its memory plots")
+    target_memory_mb: float | None = Field(default=None, gt=0, description="the rung's memory budget, drawn on its stage profile")
 
 
 class ScaleSpec(BaseModel):
