@@ -109,6 +109,18 @@ def ensure_synthetic(name: str, scale: float) -> Path:
     return out
 
 
+def machine() -> str:
+    """Cores, CPU model and Python of this machine: rungs are measured in different sessions, whose
+    machines differ in speed (the 100x two-tower trained at 7.5k examples/s on one, 18k on another)."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+    except OSError:
+        pass
+    cpu = f" ({model})" if model else ""
+    return f"{os.cpu_count()} cores{cpu}, {platform.machine()}, Python {platform.python_version()}"
+
+
 def log_facts(config: ProjectConfig) -> dict[str, int]:
     """The log's size as the config reads it: purchases, customers, items bought, catalogue rows.
 
@@ -334,7 +346,7 @@ def run_rung(
     parts.append(part)
     write_json(work / PARTS_JSON, parts)
     record: dict[str, Any] = {
-        "rung": name, "config": spec.config, "synthetic_scale": spec.synthetic_scale, **facts,
+        "rung": name, "config": spec.config, "synthetic_scale": spec.synthetic_scale, **facts, "machine": machine(),
         "finished": part["finished"], "returncode": proc.returncode,
         "wall_seconds": round(sum(float(p["wall_seconds"] or 0) for p in parts), 1),
         "cpu_seconds": round(sum(float(p["cpu_seconds"] or 0) for p in parts), 1),
@@ -384,7 +396,7 @@ def markdown(results: dict[str, Any]) -> str:
     rungs = sorted(results["rungs"].values(), key=lambda r: r["purchases"])
     stages = [s for s in STAGE_ORDER if any(s in r.get("stages", {}) for r in rungs)]
     lines = [
-        f"Scale ladder (`make bench-scale`), {results['machine']}. One `recsys train` per rung in a fresh work dir; "
+        f"Scale ladder (`make bench-scale`), {results['machine']} (a rung whose note names a machine ran there: the sessions' machines differ in speed). One `recsys train` per rung in a fresh work dir; "
         "seconds per stage, the whole run's wall and CPU seconds, and the peak resident memory of the process tree.",
         "",
         "| rung | purchases | customers | items | " + " | ".join(f"{s} s" for s in stages) + " | total s | CPU s | peak RSS MB |",
@@ -411,7 +423,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "A *stage sum* rung had stages re-run with fixes (`recsys train --force`) on its work dir: every stage is listed with its last run, the total is the sum of those stages, and no CPU total covers exactly them (n/a)."]
     if any(not r.get("complete", True) for r in rungs):
         lines += ["", "A rung *stopped at* N s was stopped before its end (`--max-seconds`, or by hand as its note says): its row has the stages it finished; CPU and memory are up to the stop."]
-    lines += [f"- {r['rung']}: {r['note']}" for r in rungs if r.get("note")]
+    lines += [f"- {r['rung']}" + (f" ({r['machine']})" if r.get("machine") else "") + f": {r['note']}" for r in rungs if r.get("note")]
     peaks = [r for r in rungs if r.get("stage_peak_rss_mb")]
     if peaks:
         shown = [s for s in STAGE_ORDER if any(s in r["stage_peak_rss_mb"] for r in peaks)]
@@ -516,7 +528,9 @@ def plot_stage_profile(record: dict[str, Any], path: Path, spec: RungSpec | None
     """Seconds and peak resident memory of each stage as bars, with the rung's targets drawn.
 
     A *stage sum* record's stages come from several runs (some re-run with fixes), so no single
-    memory timeline shows them: this plot shows each stage's own last run instead.
+    memory timeline shows them, and a run trained outside the ladder (``stage_profile`` set) has no
+    sampled timeline: this plot shows each stage's own seconds and peak (the kernel's high-water
+    mark per stage) instead.
 
     Args:
         record: a rung's record with ``stages`` and ``stage_peak_rss_mb``.
@@ -548,7 +562,11 @@ def plot_stage_profile(record: dict[str, Any], path: Path, spec: RungSpec | None
     left.set_yticks(y, stages)
     for ax in (left, right):
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(f"recsys train on {record['rung']}: each stage's last run ({record.get('stage_sum_of_runs', 1)} runs)")
+    if record.get("stage_sum_of_runs"):
+        runs = f"each stage's last run ({record['stage_sum_of_runs']} runs)"
+    else:
+        runs = f"one training in {record['parts']} parts" if record.get("parts", 1) > 1 else "one run"
+    fig.suptitle(f"recsys train on {record['rung']}: {runs}")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -571,7 +589,8 @@ def write_report(results: dict[str, Any], results_dir: Path, readme: Path, spec:
     for record in results["rungs"].values():
         rung_spec = spec.rungs.get(record["rung"]) if spec is not None else None
         work = Path(record.get("log", "")).parent
-        if record.get("stage_sum_of_runs"):
+        # Stage sums, and runs trained outside the ladder (``stage_profile``), have no sampled timeline.
+        if record.get("stage_sum_of_runs") or record.get("stage_profile"):
             plot_stage_profile(record, results_dir / memory_plot(record["rung"]), rung_spec)
         elif (work / MEMORY_CSV).is_file() and Path(record["log"]).is_file():
             plot_memory(work / MEMORY_CSV, Path(record["log"]), f"recsys train on {record['rung']}: resident memory by stage", results_dir / memory_plot(record["rung"]))
@@ -599,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"rungs": {}}
-    results["machine"] = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    results["machine"] = machine()
     if not args.report:
         for name in names:
             if STOP_REQUESTED.is_set():

@@ -10,6 +10,7 @@ table, the log-log plot and only the README's scale section.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ def test_a_rung_trains_end_to_end_and_is_measured(rung: dict) -> None:
     assert set(peaks) == set(rung["stages"]) - {"bundle"}, "every computed stage has its own peak"
     assert all(0 < v <= rung["peak_rss_mb"] for v in peaks.values())
     assert rung["reused"] == [], "a fresh work dir: nothing reused"
+    assert rung["machine"].startswith(f"{os.cpu_count()} cores"), "rungs run in different sessions record their own machine"
     work = Path(rung["log"]).parent
     assert not (work / "stale.txt").exists(), "the rung's work dir starts empty"
     assert (work / "bundles" / "latest").is_file()
@@ -177,6 +179,9 @@ def test_a_stage_sum_rung_is_plotted_stage_by_stage_with_its_targets(rung: dict,
     scale_bench.write_report({"machine": "test", "rungs": {"shop": merged}}, tmp_path, readme, spec)
     assert drawn == [("shop", 1500)], "a stage-sum rung gets the stage profile with its targets, not the timeline"
     assert (tmp_path / scale_bench.memory_plot("shop")).stat().st_size > 10_000
+    parts = {**rung, "parts": 2, "stage_profile": True, "stage_peak_rss_mb": merged["stage_peak_rss_mb"]}
+    scale_bench.write_report({"machine": "test", "rungs": {"shop": parts}}, tmp_path, readme, spec)
+    assert drawn[-1] == ("shop", 1500), "a run trained outside the ladder (no sampled timeline) is drawn stage by stage too"
     with pytest.raises(ValueError):
         scale_bench.RungSpec(config="configs/hm.yaml", target_memory_mb=0)
 
