@@ -38,6 +38,8 @@ EXACT_BATCH_MIN = 20  # from this many queries on, batch searches are matrix pro
 # rescored and the search took 0.6x the time; on the H&M week ~740 were and it took longer than
 # scoring every item. Above this many per query (first batch), the index goes back to the plain search.
 SCREEN_MAX_HITS = 64
+RESCORE_EXTRA = 16  # results fetched beyond k before the row-by-row rescoring (near-ties at the cut)
+RESCORE_BLOCK = 128  # queries rescored at a time (their gathered vectors: 128 x (k + 16) x d floats)
 
 
 @dataclass
@@ -156,6 +158,27 @@ class ItemIndex:
         if self.kind == "ivf":
             return self.search(queries, k)
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        # BLAS rounds a query's scores differently with the batch around it (other kernels for other
+        # block shapes: seen on an AVX-512 machine, a near-tie swapped between a 20-user batch and the
+        # precomputed table's 2,048). So a few more are fetched, rescored row by row (einsum sums each
+        # score alone, the same in any batch) and cut to k by (score, row).
+        wanted = min(k, len(self))
+        rows, _ = self._search_exact_blas(q, min(wanted + RESCORE_EXTRA, len(self)))
+        vectors = self._screen.vectors if self._screen is not None else self.stored_vectors()
+        out_rows = np.full((len(q), wanted), -1, dtype=np.int64)
+        out_scores = np.full((len(q), wanted), -np.inf, dtype=np.float32)
+        for lo in range(0, len(q), RESCORE_BLOCK):
+            block = np.asarray(rows[lo : lo + RESCORE_BLOCK], dtype=np.int64)
+            found = block >= 0
+            scores = np.einsum("nkd,nd->nk", vectors[np.maximum(block, 0)], q[lo : lo + RESCORE_BLOCK]).astype(np.float32)
+            scores[~found] = -np.inf
+            order = np.lexsort((np.where(found, block, np.iinfo(np.int64).max), -scores), axis=1)[:, :wanted]
+            out_rows[lo : lo + RESCORE_BLOCK] = np.where(np.take_along_axis(found, order, axis=1), np.take_along_axis(block, order, axis=1), -1)
+            out_scores[lo : lo + RESCORE_BLOCK] = np.take_along_axis(scores, order, axis=1)
+        return out_rows, out_scores
+
+    def _search_exact_blas(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's blocked exact search (or the screened one): the candidates :meth:`search_exact` rescores."""
         if self._screen is not None:
             rows, scores = self._screen.search(q, k)
             if self._screen.hits_per_query > SCREEN_MAX_HITS:
