@@ -27,7 +27,7 @@ import numpy as np
 
 from recsys.atomic import write_dir
 from recsys.config import IndexConfig
-from recsys.index.screened import ScreenedSearch
+from recsys.index.screened import ScreenedSearch, best_k
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +169,8 @@ class ItemIndex:
         out_scores = np.full((len(q), wanted), -np.inf, dtype=np.float32)
         for lo in range(0, len(q), RESCORE_BLOCK):
             block = np.asarray(rows[lo : lo + RESCORE_BLOCK], dtype=np.int64)
-            found = block >= 0
             scores = np.einsum("nkd,nd->nk", vectors[np.maximum(block, 0)], q[lo : lo + RESCORE_BLOCK]).astype(np.float32)
-            scores[~found] = -np.inf
-            order = np.lexsort((np.where(found, block, np.iinfo(np.int64).max), -scores), axis=1)[:, :wanted]
-            out_rows[lo : lo + RESCORE_BLOCK] = np.where(np.take_along_axis(found, order, axis=1), np.take_along_axis(block, order, axis=1), -1)
-            out_scores[lo : lo + RESCORE_BLOCK] = np.take_along_axis(scores, order, axis=1)
+            out_rows[lo : lo + RESCORE_BLOCK], out_scores[lo : lo + RESCORE_BLOCK] = best_k(wanted, block, scores)
         return out_rows, out_scores
 
     def _search_exact_blas(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -128,7 +128,7 @@ class ScreenedSearch:
             warm_scores, warm_rows = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
         if warm_scores.shape[1] < kk:  # fewer warm items than k: every cold item is needed, so score them all
             cold_scores, cold_local = self._cold_flat().search(q, kk)
-            return _best(kk, np.hstack([warm_rows, self.cold_rows[cold_local]]), np.hstack([warm_scores, cold_scores]))
+            return best_k(kk, np.hstack([warm_rows, self.cold_rows[cold_local]]), np.hstack([warm_scores, cold_scores]))
         tau = warm_scores[:, kk - 1]
         coords = q @ self.basis.T
         perp = np.linalg.norm(q - coords @ self.basis, axis=1)
@@ -149,7 +149,7 @@ class ScreenedSearch:
         owner = np.concatenate([np.repeat(np.arange(n), warm_rows.shape[1]), users])
         rows = np.concatenate([warm_rows.ravel(), hit_rows])
         scores = np.concatenate([warm_scores.ravel(), cold_scores.astype(np.float32)])
-        return _best(kk, rows, scores, owner, n)
+        return best_k(kk, rows, scores, owner, n)
 
     def _cold_flat(self) -> faiss.IndexFlatIP:
         """A flat index over the cold vectors (made on first use: only when there are fewer warm items than k)."""
@@ -159,7 +159,7 @@ class ScreenedSearch:
         return self._flat
 
 
-def _best(k: int, rows: np.ndarray, scores: np.ndarray, owner: np.ndarray | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def best_k(k: int, rows: np.ndarray, scores: np.ndarray, owner: np.ndarray | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each owner's k best (row, score) pairs by score, then lower row.
 
     Args:
